@@ -1,0 +1,140 @@
+"""Keep the generated parts of the course in step with the one repository-URL setting.
+
+    python tools/sync_notebooks.py          # rewrite Colab setup cells and the README chapter table
+    python tools/sync_notebooks.py --check  # exit 1 if anything is out of date (used by the tests)
+
+The repository URL and branch live in pyproject.toml under [tool.course]. From them come:
+- the Colab setup cell, the first code cell of every notebook (it installs the course only on Colab);
+- the chapter table in README.md (between the chapters markers): a link and a Colab badge per
+  notebook, and its CPU time from tools/timings.json (written by tools/benchmark.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDER = "# COLAB SETUP"
+MARK = "# Colab setup"
+START, END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+
+
+def settings() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["course"]
+
+
+def colab_cell_source(nb_path: Path) -> str:
+    s = settings()
+    url, branch = s["repository"].rstrip("/"), s["branch"]
+    name = url.rsplit("/", 1)[-1]
+    chapter = nb_path.resolve().parent.relative_to(ROOT).as_posix()
+    return (
+        f"{MARK}: on Colab, fetch the course (code and data) and install it; elsewhere do nothing.\n"
+        "import os, sys\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    if not os.path.isdir("/content/{name}"):\n'
+        f"        !git clone --depth 1 --branch {branch} {url} /content/{name}\n"
+        f"        !pip install --quiet -e /content/{name}\n"
+        f'    sys.path.insert(0, "/content/{name}")\n'
+        f'    os.chdir("/content/{name}/{chapter}")'
+    )
+
+
+def _first_code_cell(nb):
+    return next((c for c in nb.cells if c.cell_type == "code"), None)
+
+
+def sync_colab_cell(nb, nb_path: Path) -> bool:
+    """Make the first code cell the canonical Colab cell (replacing the placeholder). True if changed."""
+    cell = _first_code_cell(nb)
+    want = colab_cell_source(nb_path)
+    if cell is None or not (cell.source.startswith(PLACEHOLDER) or cell.source.startswith(MARK)):
+        raise ValueError(f"{nb_path}: the first code cell must be the Colab setup cell (or the placeholder '{PLACEHOLDER}')")
+    if cell.source == want:
+        return False
+    cell.source = want
+    return True
+
+
+def colab_url(nb_path: Path) -> str:
+    s = settings()
+    owner_repo = s["repository"].rstrip("/").split("github.com/", 1)[-1]
+    rel = nb_path.resolve().relative_to(ROOT).as_posix()
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{s['branch']}/{rel}"
+
+
+def _title(nb) -> str:
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for line in c.source.splitlines():
+                if line.startswith("#"):
+                    return re.sub(r"^#+\s*", "", line).strip()
+    return ""
+
+
+def chapter_table() -> str:
+    import nbformat
+    timings = {}
+    tf = ROOT / "tools" / "timings.json"
+    if tf.exists():
+        timings = {r["notebook"]: r for r in json.loads(tf.read_text())["rows"]}
+    lines = ["| chapter | notebook | Colab | CPU time | peak memory |", "|---|---|---|---|---|"]
+    for chapter in sorted(p for p in (ROOT / "notebooks").iterdir() if p.is_dir()):
+        nbs = sorted(chapter.glob("*.ipynb"))
+        ch = f"[{chapter.name}](notebooks/{chapter.name}/README.md)"
+        if not nbs:
+            lines.append(f"| {ch} | *not written yet* | | | |")
+            continue
+        for i, p in enumerate(nbs):
+            rel = p.relative_to(ROOT).as_posix()
+            title = _title(nbformat.read(p, as_version=4)) or p.stem
+            badge = f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(p)})"
+            t = timings.get(rel)
+            tt = f"{t['wall_s']:.0f} s" if t else "—"
+            mm = f"{t['peak_mb']:.0f} MB" if t else "—"
+            lines.append(f"| {ch if i == 0 else ''} | [{title}]({rel}) | {badge} | {tt} | {mm} |")
+    if timings:
+        total = sum(r["wall_s"] for r in timings.values())
+        lines.append(f"| **all** | | | **{total / 60:.1f} min** | |")
+    return "\n".join(lines)
+
+
+def sync_readme(text: str) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"README.md lacks the markers {START} / {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{chapter_table()}\n{END}{tail}"
+
+
+def main(argv=None) -> int:
+    import nbformat
+    check = "--check" in (argv if argv is not None else sys.argv[1:])
+    stale = []
+    for p in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in p.parts:
+            continue
+        nb = nbformat.read(p, as_version=4)
+        if sync_colab_cell(nb, p):
+            stale.append(str(p.relative_to(ROOT)))
+            if not check:
+                nbformat.write(nb, p)
+    readme = ROOT / "README.md"
+    new = sync_readme(readme.read_text())
+    if new != readme.read_text():
+        stale.append("README.md")
+        if not check:
+            readme.write_text(new)
+    if check and stale:
+        print("out of date (run python tools/sync_notebooks.py):\n  " + "\n  ".join(stale))
+        return 1
+    print("\n".join(f"updated {s}" for s in stale) or "everything in sync")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
