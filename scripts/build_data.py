@@ -52,6 +52,7 @@ STDLIB_MODULES = [
     "tempfile.py", "textwrap.py", "tokenize.py", "traceback.py", "types.py", "urllib/parse.py",
     "warnings.py", "weakref.py",
 ]
+PINNED_PYTHON = "3.11.7"  # the standard library the shipped code corpus was read from
 N_ARITHMETIC = 5000
 ARITHMETIC_SEED = 20241227  # the DeepSeek-V3 report's arXiv date
 
@@ -72,9 +73,13 @@ def step_shakespeare(src: Path) -> None:
     write_sums("tinyshakespeare.txt")
 
 
-def step_code() -> None:
+def step_code(any_python: bool = False) -> None:
     lib = Path(sysconfig.get_paths()["stdlib"])
     version = platform.python_version()
+    if version != PINNED_PYTHON and not any_python:
+        raise SystemExit(f"the code corpus is pinned to Python {PINNED_PYTHON}'s standard library but this is Python "
+                         f"{version}: its files differ, so every later file would change. Run with Python "
+                         f"{PINNED_PYTHON}, or pass --any-python to rebuild from this version (and ship the result).")
     parts = []
     for rel in STDLIB_MODULES:
         text = (lib / rel).read_text(encoding="utf-8")
@@ -103,12 +108,12 @@ def step_arithmetic() -> None:
 
 
 def step_tokenizer() -> None:
-    texts = {d: "".join(data.split_documents(d)["train"]) for d in data.DOMAINS}
+    docs = tokenizer.training_documents()
     t0 = time.perf_counter()
-    tok = tokenizer.train_bpe(texts, tokenizer.VOCAB_SIZE, tokenizer.SPECIAL_TOKENS, verbose=True)
+    tok = tokenizer.train_bpe(docs, tokenizer.VOCAB_SIZE, tokenizer.SPECIAL_TOKENS, verbose=True)
     dt = time.perf_counter() - t0
     tok.save(DATA / "tokenizer.json")
-    print(f"  trained {len(tok.merges)} merges on {sum(len(t.encode()) for t in texts.values()):,} bytes in {dt:.1f} s")
+    print(f"  trained {len(tok.merges)} merges on {sum(len(t.encode()) for t in docs):,} bytes in {dt:.1f} s")
     write_sums("tokenizer.json")
 
 
@@ -132,8 +137,161 @@ def step_tokens() -> None:
     write_sums("tokens.npz")
 
 
+ROLES = {
+    "<|endoftext|>": "end of a document; separates packed documents (the token cache puts one after every document)",
+    "<|system|>": "chat: starts the system turn (chapter 6)",
+    "<|user|>": "chat: starts a user turn",
+    "<|assistant|>": "chat: starts an assistant turn",
+    "<|end|>": "chat: ends a turn",
+    "<|fim_prefix|>": "fill-in-the-middle: the prefix follows (PSM order, §4.1)",
+    "<|fim_suffix|>": "fill-in-the-middle: the suffix follows",
+    "<|fim_middle|>": "fill-in-the-middle: the middle (the part to predict) follows",
+}
+FILE_NOTES = {
+    "tinyshakespeare.txt": ("shakespeare corpus (public domain; the char-rnn selection)", "`shakespeare` (copies ../shared/data, checks MD5 6fb458f1…)"),
+    "code_stdlib.txt": ("code corpus: {n} CPython standard-library modules (PSF License)", "`code`"),
+    "arithmetic.txt": ("arithmetic corpus: {n} seeded problems with worked steps", "`arithmetic`"),
+    "tokenizer.json": ("byte-level BPE tokenizer (merges, special tokens, pattern)", "`tokenizer`"),
+    "tokens.npz": ("token cache: every domain/split encoded once (uint16)", "`tokens`"),
+}
+
+
+def _table(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
 def step_readme() -> None:
-    pass
+    sums = data.read_checksums(DATA)
+    tok = tokenizer.Tokenizer.load(DATA / "tokenizer.json")
+    with np.load(DATA / "tokens.npz") as z:
+        counts = {k: len(z[k]) for k in z.files if k != "meta"}
+    ndocs = {d: {s: len(v) for s, v in data.split_documents(d).items()} for d in data.DOMAINS}
+    files = []
+    for name, (what, step) in FILE_NOTES.items():
+        n = sum(ndocs["code"].values()) if name == "code_stdlib.txt" else sum(ndocs["arithmetic"].values())
+        files.append((f"`{name}`", f"{(DATA / name).stat().st_size:,}", what.format(n=n), f"`{sums[name][:12]}…`",
+                      f"`python scripts/build_data.py {step.split('`')[1]}`"))
+    files.append(("`LICENSE-PSF.txt`", f"{(DATA / 'LICENSE-PSF.txt').stat().st_size:,}", "licence note for the code corpus",
+                  "(text, not checked)", "`python scripts/build_data.py code`"))
+    files.append(("`SHA256SUMS`", "", "SHA-256 of every data file above", "—", "updated by every step"))
+    dom_rows, bpt = [], {}
+    for d in data.DOMAINS:
+        sp = data.split_documents(d)
+        row = [d]
+        for s in ("train", "val"):
+            row += [f"{ndocs[d][s]:,}", f"{sum(len(x.encode()) for x in sp[s]):,}", f"{counts[d + '/' + s]:,}"]
+        val_bytes = sum(len(x.encode()) for x in sp["val"])
+        val_tokens = sum(len(tok.encode(x)) for x in sp["val"])
+        bpt[d] = val_bytes / val_tokens
+        dom_rows.append(row + [f"{bpt[d]:.3f}"])
+        print(f"  {d}: {bpt[d]:.3f} bytes/token on validation ({val_bytes:,} bytes, {val_tokens:,} tokens)")
+    sp_rows = [(f"`{s}`".replace("|", "\\|"), i, ROLES.get(s, "")) for s, i in tok.special_tokens.items()]
+    first = ", ".join(f"`{tok.token_str(256 + r)!r}`" for r in range(24))
+    wordy = [i for i in range(256, 256 + len(tok.merges)) if any(c.isalpha() for c in tok.token_str(i))]
+    longest = sorted(wordy, key=lambda i: (-len(tok.token_bytes(i)), i))[:16]
+    longest = ", ".join(f"`{tok.token_str(i)!r}`" for i in longest)
+    n_words = sum(tok.token_str(i).strip().isalpha() for i in range(256, 256 + len(tok.merges)))
+    n_num = sum(tok.token_str(i).strip().isdigit() for i in range(256, 256 + len(tok.merges)))
+    n_space = sum(tok.token_str(i).isspace() for i in range(256, 256 + len(tok.merges)))
+    examples = []
+    for d in data.DOMAINS:
+        doc = data.split_documents(d)["val"][0]
+        line = next(l for l in doc.splitlines() if len(l.strip()) > 25 and not l.startswith("#"))[:70]
+        pieces = [tok.decode([i]) for i in tok.encode(line)]
+        examples.append(f"- {d}: `{'|'.join(pieces)}` ({len(line.encode())} bytes → {len(pieces)} tokens)")
+    text = f"""# data/ — corpora, tokenizer and token cache
+
+Everything the course trains on ships here, so nothing is downloaded at run time. Every data file is
+listed with its SHA-256 in `SHA256SUMS` and checked when it is loaded (`helpers.data.data_path`,
+`load_text`, `helpers.tokenizer.load_tokenizer`, `helpers.batching.load_splits`). A missing or altered
+file raises `helpers.data.DataFileError`, which names the file and the fix: `git checkout -- data/<file>`,
+or rebuild it. From a shell: `cd data && sha256sum -c SHA256SUMS`.
+
+Everything is rebuilt, deterministically and byte for byte, by one script (a few seconds on a laptop):
+
+```
+python scripts/build_data.py            # all steps in order
+python scripts/build_data.py tokens     # one step: shakespeare | code | arithmetic | tokenizer | tokens | readme
+```
+
+This file is written by the `readme` step: every number below comes from that script.
+
+## Files
+
+{_table(("file", "bytes", "what", "sha256", "rebuilt by"), files)}
+
+## Licences
+
+- `tinyshakespeare.txt`: Shakespeare's plays are in the public domain; this selection is the standard
+  small corpus published with Andrej Karpathy's char-rnn.
+- `code_stdlib.txt`: unmodified source files of the Python standard library, PSF License Agreement;
+  which files, and from which Python version, is in `LICENSE-PSF.txt`. The build refuses to run on
+  another Python version than {PINNED_PYTHON} unless told `--any-python` (other versions have other files).
+- `arithmetic.txt`, `tokenizer.json`, `tokens.npz`: generated by this project's code (the project's licence).
+
+## Domains, documents and splits
+
+A *document* never straddles train and validation. `code`: one standard-library file (it starts with
+the header line `# ---- stdlib file: <path> ----`); files go to validation in a fixed pseudo-random
+order (by the SHA-256 of their text) until validation holds 10% of the bytes. `arithmetic`: one problem;
+the last 10% of the problems are validation, and the generator never repeats a question, so no
+validation question is in train. `shakespeare`: one running text, cut at the first blank line after 90%.
+(`helpers.data.split_documents`.) Token counts include one `<|endoftext|>` after every document.
+Bytes per token is measured on the validation split (documents encoded without separators).
+
+{_table(("domain", "train docs", "train bytes", "train tokens", "val docs", "val bytes", "val tokens", "bytes/token (val)"), dom_rows)}
+
+The arithmetic corpus: {N_ARITHMETIC:,} problems from `helpers.arithmetic.generate_problems({N_ARITHMETIC}, seed={ARITHMETIC_SEED})`:
+two to four `+ - *` operations on small integers, a pair of parentheses in about a third of them,
+every intermediate result within ±999; worked steps, then `#### answer`. For example:
+
+```
+{data.split_documents("arithmetic")["train"][0]}
+```
+
+## Tokenizer (`tokenizer.json`)
+
+Byte-level BPE (`helpers.tokenizer`), trained by `helpers.tokenizer.train_bpe` on the training
+documents of all three domains (`helpers.tokenizer.training_documents()`; validation text is never
+seen). **{tok.vocab_size:,} ids** = 256 byte tokens (ids 0–255) + **{len(tok.merges):,} merges** (ids 256–{255 + len(tok.merges)}; merge r
+joins the pair `merges[r]` into token 256 + r; ties between equally frequent pairs go to the
+smallest pair of ids, so training is deterministic) + **{len(tok.special_tokens)} special tokens**. Of the merged tokens,
+{n_words:,} are words (letters, with or without a leading space), {n_num:,} numbers and {n_space:,} pure whitespace.
+
+Pre-tokenisation pattern (Python `re`; merges never cross its pieces):
+
+```
+{tok.pattern}
+```
+
+Special tokens are produced only when `encode(text, allowed_special=...)` allows them and their literal
+text appears; with the default `allowed_special="none"` the text `<|endoftext|>` is ordinary bytes.
+
+{_table(("token", "id", "role"), sp_rows)}
+
+First merges: {first}.
+
+Longest tokens with a letter in them: {longest}.
+
+Token boundaries (`|`) on a line of each validation split:
+
+{chr(10).join(examples)}
+
+File format: JSON with `format` ("{tokenizer.FORMAT}"), `version` ({tokenizer.VERSION}), `vocab_size`,
+`pattern`, `special_tokens` (text → id) and `merges` (a list of id pairs in rank order). Loading
+checks all of it and the checksum.
+
+## Token cache (`tokens.npz`)
+
+A NumPy `.npz` (zip) holding one uint16 array per `"<domain>/<split>"` (`shakespeare/train`, …,
+`arithmetic/val`) and `meta` (JSON bytes: the SHA-256 of the tokenizer it was built with, `eot_id`,
+`vocab_size`). Each document is encoded with `allowed_special="none"` and followed by `<|endoftext|>`.
+`helpers.batching.load_splits()` returns `{{domain: {{"train": tensor, "val": tensor}}}}` (int64) and
+refuses a cache built with another tokenizer.
+"""
+    (DATA / "README.md").write_text(text, encoding="utf-8")
+    print("  wrote data/README.md")
 
 
 def _deterministic_npz(arrays: dict[str, np.ndarray]) -> bytes:
@@ -154,16 +312,22 @@ def _deterministic_npz(arrays: dict[str, np.ndarray]) -> bytes:
 def main() -> None:
     steps = ["shakespeare", "code", "arithmetic", "tokenizer", "tokens", "readme"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("steps", nargs="*", choices=steps + ["all"], default=["all"])
+    ap.add_argument("steps", nargs="*", help="any of: " + " ".join(steps) + " (default: all)")
+    ap.add_argument("--any-python", action="store_true", help="build the code corpus from this Python's stdlib even if it is not the pinned version")
     ap.add_argument("--shakespeare", type=Path, default=ROOT.parent / "shared" / "data" / "tinyshakespeare.txt",
                     help="where to copy tinyshakespeare.txt from")
     args = ap.parse_args()
-    todo = steps if "all" in args.steps else [s for s in steps if s in args.steps]
+    bad = [s for s in args.steps if s not in steps + ["all"]]
+    if bad:
+        ap.error(f"unknown step(s) {bad}; choose from {steps + ['all']}")
+    todo = steps if not args.steps or "all" in args.steps else [s for s in steps if s in args.steps]
     DATA.mkdir(exist_ok=True)
     for s in todo:
         print(f"[{s}]")
         if s == "shakespeare":
             step_shakespeare(args.shakespeare)
+        elif s == "code":
+            step_code(args.any_python)
         else:
             globals()[f"step_{s}"]()
 
