@@ -22,9 +22,13 @@ import torch
 
 from helpers.data import DOMAINS, DataFileError, data_path, read_checksums
 
-__all__ = ["load_splits", "random_windows", "pack_documents", "MixtureSampler", "eval_batches", "SPLITS"]
+__all__ = ["load_splits", "random_windows", "pack_documents", "MixtureSampler", "eval_batches", "SPLITS",
+           "DEFAULT_WEIGHTS"]
 
 SPLITS = ("train", "val")
+# The course's default mixture: about each domain's share of the training tokens (Shakespeare and
+# code ~40% each, arithmetic ~20%; see data/README.md), so no domain is repeated much more than another.
+DEFAULT_WEIGHTS = {"shakespeare": 0.4, "code": 0.4, "arithmetic": 0.2}
 _REBUILD = "rebuild it with `python scripts/build_data.py tokens`"
 _cache: dict = {}
 
