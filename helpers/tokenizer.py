@@ -1,4 +1,4 @@
-"""A byte-level BPE tokenizer (the GPT-2 / tiktoken recipe, and DeepSeek-V3's in kind: §4.1).
+"""A byte-level BPE tokenizer: the GPT-2 / tiktoken recipe, which DeepSeek-V3 also uses (§4.1).
 
 Text → UTF-8 bytes → tokens, so there is no unknown token: every string (any script, emoji, NUL)
 encodes, and ``decode(encode(s)) == s``. Three layers:
@@ -17,6 +17,10 @@ encodes, and ``decode(encode(s)) == s``. Three layers:
 
 The course tokenizer (``data/tokenizer.json``, 4,096 ids = 256 bytes + 3,832 merges + 8 specials) is
 trained by ``scripts/build_data.py tokenizer`` on the training splits of the three domains.
+DeepSeek-V3's has 128K ids and a pre-tokenizer that also joins punctuation with line breaks; the
+report notes that this creates a token-boundary bias (a prompt without its final line break ends
+mid-token) and randomly splits such tokens during training. Our pattern keeps line breaks apart from
+punctuation, so that bias does not arise here.
 """
 from __future__ import annotations
 

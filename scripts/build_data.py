@@ -176,6 +176,7 @@ def step_readme() -> None:
                   "(text, not checked)", "`python scripts/build_data.py code`"))
     files.append(("`SHA256SUMS`", "", "SHA-256 of every data file above", "—", "updated by every step"))
     dom_rows, bpt = [], {}
+    n_train = sum(counts[d + "/train"] for d in data.DOMAINS)
     for d in data.DOMAINS:
         sp = data.split_documents(d)
         row = [d]
@@ -184,8 +185,10 @@ def step_readme() -> None:
         val_bytes = sum(len(x.encode()) for x in sp["val"])
         val_tokens = sum(len(tok.encode(x)) for x in sp["val"])
         bpt[d] = val_bytes / val_tokens
-        dom_rows.append(row + [f"{bpt[d]:.3f}"])
+        dom_rows.append(row + [f"{counts[d + '/train'] / n_train:.1%}", f"{bpt[d]:.3f}"])
         print(f"  {d}: {bpt[d]:.3f} bytes/token on validation ({val_bytes:,} bytes, {val_tokens:,} tokens)")
+    arith_docs = data.documents("arithmetic")
+    paren_share = sum("(" in doc.split("\n")[0] for doc in arith_docs) / len(arith_docs)
     sp_rows = [(f"`{s}`".replace("|", "\\|"), i, ROLES.get(s, "")) for s, i in tok.special_tokens.items()]
     first = ", ".join(f"`{tok.token_str(256 + r)!r}`" for r in range(24))
     wordy = [i for i in range(256, 256 + len(tok.merges)) if any(c.isalpha() for c in tok.token_str(i))]
@@ -240,10 +243,13 @@ validation question is in train. `shakespeare`: one running text, cut at the fir
 (`helpers.data.split_documents`.) Token counts include one `<|endoftext|>` after every document.
 Bytes per token is measured on the validation split (documents encoded without separators).
 
-{_table(("domain", "train docs", "train bytes", "train tokens", "val docs", "val bytes", "val tokens", "bytes/token (val)"), dom_rows)}
+{_table(("domain", "train docs", "train bytes", "train tokens", "val docs", "val bytes", "val tokens", "share of train tokens", "bytes/token (val)"), dom_rows)}
+
+`helpers.batching.DEFAULT_WEIGHTS` (shakespeare 0.4, code 0.4, arithmetic 0.2) follows the shares of
+train tokens, so a mixture sampler with it sees every domain about equally often per token.
 
 The arithmetic corpus: {N_ARITHMETIC:,} problems from `helpers.arithmetic.generate_problems({N_ARITHMETIC}, seed={ARITHMETIC_SEED})`:
-two to four `+ - *` operations on small integers, a pair of parentheses in about a third of them,
+two to four `+ - *` operations on small integers, a pair of parentheses in {paren_share:.0%} of them,
 every intermediate result within ±999; worked steps, then `#### answer`. For example:
 
 ```
@@ -281,6 +287,21 @@ Token boundaries (`|`) on a line of each validation split:
 File format: JSON with `format` ("{tokenizer.FORMAT}"), `version` ({tokenizer.VERSION}), `vocab_size`,
 `pattern`, `special_tokens` (text → id) and `merges` (a list of id pairs in rank order). Loading
 checks all of it and the checksum.
+
+## Using it
+
+```python
+from helpers.data import load_text, split_documents          # verified text, documents, splits
+from helpers.tokenizer import load_tokenizer                  # the shipped BPE
+from helpers.batching import load_splits, MixtureSampler, DEFAULT_WEIGHTS, eval_batches
+
+tok = load_tokenizer()
+ids = tok.encode("<|user|>What is 2 + 3?<|end|>", allowed_special="all")
+splits = load_splits()                                        # {{domain: {{"train", "val"}}}}: int64 tensors
+get_batch = MixtureSampler(splits, DEFAULT_WEIGHTS, batch_size=16, block_size=128, seed=1234)
+x, y = get_batch("train")                                     # [16, 128] each, y = x shifted by one
+val = eval_batches(splits, "code", n_batches=4, batch_size=16, block_size=128)
+```
 
 ## Token cache (`tokens.npz`)
 

@@ -204,3 +204,13 @@ def test_eval_batches_fixed_and_from_val():
         eval_batches(sp, "code", 1, 1, 100)
     with pytest.raises(ValueError, match="n_batches"):
         eval_batches(sp, "code", 0, 1, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_land_on_the_requested_device():
+    sp = _synthetic_splits()
+    x, y = MixtureSampler(sp, {"code": 1.0}, 4, 8, device="cuda")()
+    assert x.is_cuda and y.is_cuda and torch.equal(y.cpu(), x.cpu() + 1)
+    x, _ = random_windows(sp["code"]["train"], 2, 8, device="cuda")
+    assert x.is_cuda
+    assert all(b[0].is_cuda for b in eval_batches(sp, "code", 2, 2, 8, device="cuda"))
