@@ -1,0 +1,446 @@
+"""The course model: a small image of DeepSeek-V3 (§2), configured by one dataclass.
+
+    h_0 = Emb(t)
+    for each block l:   u = h + Attn(RMSNorm(h));   h = u + FFN(RMSNorm(u))      (pre-norm residuals)
+    logits = Head(RMSNorm(h))
+
+Attn is MLA (or an MHA/GQA baseline, helpers.attention); FFN is a dense SwiGLU in the first
+``n_dense_layers`` blocks and DeepSeekMoE after (helpers.moe). Multi-token prediction (§2.2) adds D
+sequential modules; depth k at position i combines the previous depth's hidden state with the
+embedding of token t_{i+k}:
+
+    h'_i^k = M_k [RMSNorm(h_i^{k−1}); RMSNorm(Emb(t_{i+k}))],   h^k = TRM_k(h'^k),
+    P^k = Head(RMSNorm(h^k)),   L_k = CE(P^k_i, t_{i+k+1}) over i < T − k,
+    loss = L_main + λ · (1/D) Σ_k L_k + balance losses.
+
+Embedding and output head are shared between the main model and the MTP modules (not tied to each
+other, as in the report). Field names follow DeepSeek-V3's inference/model.py ModelArgs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import GQA, MLA, cache_elements_per_token
+from .moe import BALANCE_MODES, MLP, MoE
+from .norm import RMSNorm
+from .rope import apply_rotary_emb, precompute_freqs_cis
+
+__all__ = ["ModelConfig", "RMSNorm", "MLP", "MoE", "MLA", "GQA", "Block", "MTPModule", "Transformer",
+           "count_params", "deepseek_v3_config", "apply_rotary_emb", "precompute_freqs_cis",
+           "cache_elements_per_token"]
+
+
+@dataclass
+class ModelConfig:
+    """Every knob of the course model. The defaults are the CPU course model (= ``ModelConfig.cpu()``).
+
+    init_std: the report uses 0.006 at width 7168. At width 128 that is far smaller than the ~1/sqrt(dim)
+    scale of a unit-variance input's natural weights (0.088), and a few-hundred-step CPU run learns
+    visibly slower from it; we use GPT-2's 0.02, which trains well at widths 64–512.
+    """
+    vocab_size: int = 4096
+    dim: int = 128
+    n_layers: int = 4
+    n_dense_layers: int = 1
+    n_heads: int = 4
+    inter_dim: int = 384                  # dense SwiGLU hidden size
+    moe_inter_dim: int = 96               # hidden size of every (shared or routed) expert
+    attn: str = "mla"                     # "mla" | "mha" | "gqa"
+    n_kv_heads: int = 0                   # mha/gqa: key/value heads (0 = n_heads; 1 = MQA)
+    # MLA
+    q_lora_rank: int = 64                 # d_c' (0 = no query compression)
+    kv_lora_rank: int = 32                # d_c
+    qk_nope_head_dim: int = 32            # d_h
+    qk_rope_head_dim: int = 16            # d_h^R
+    v_head_dim: int = 32
+    attn_impl: str = "naive"              # "naive" | "absorb" (same function, see helpers.attention)
+    # MoE
+    n_routed_experts: int = 8             # N_r (0 = dense everywhere)
+    n_shared_experts: int = 1             # N_s
+    n_activated_experts: int = 2          # K_r
+    n_expert_groups: int = 2
+    n_limited_groups: int = 1
+    route_scale: float = 1.0
+    balance: str = "aux_free"             # "none" | "aux_free" | "aux" | "seq_aux" | "aux_free+seq_aux"
+    bias_update_speed: float = 0.001      # γ
+    seq_aux_alpha: float = 1e-4           # α of the sequence-wise balance loss
+    aux_loss_alpha: float = 0.01          # α of the classic auxiliary loss
+    # MTP
+    mtp_depth: int = 1                    # D
+    mtp_lambda: float = 0.3               # λ
+    # positions, init
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    init_std: float = 0.02
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"ModelConfig: {msg}")
+
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v > 0, f"{name} must be a positive int, got {v!r}")
+        need(0 <= self.n_dense_layers <= self.n_layers,
+             f"n_dense_layers = {self.n_dense_layers} must be between 0 and n_layers = {self.n_layers}")
+        need(self.attn in ("mla", "mha", "gqa"), f"attn must be 'mla', 'mha' or 'gqa', got {self.attn!r}")
+        need(self.attn_impl in ("naive", "absorb"), f"attn_impl must be 'naive' or 'absorb', got {self.attn_impl!r}")
+        if self.attn in ("mha", "gqa"):
+            need(self.dim % self.n_heads == 0,
+                 f"dim = {self.dim} is not divisible by n_heads = {self.n_heads} (head size d_h = dim / n_heads); "
+                 "change one of them")
+            need((self.dim // self.n_heads) % 2 == 0,
+                 f"head size dim / n_heads = {self.dim // self.n_heads} is odd; RoPE rotates pairs, so it must be even")
+            if self.attn == "mha":
+                need(self.n_kv_heads in (0, self.n_heads),
+                     f"attn='mha' has one KV head per query head; n_kv_heads = {self.n_kv_heads} "
+                     f"should be 0 or {self.n_heads} (use attn='gqa' for fewer KV heads)")
+            else:
+                need(1 <= self.kv_heads <= self.n_heads and self.n_heads % self.kv_heads == 0,
+                     f"n_heads = {self.n_heads} is not divisible by n_kv_heads = {self.n_kv_heads}: every KV head "
+                     "must serve the same number of query heads")
+        else:
+            need(1 <= self.kv_lora_rank <= self.dim,
+                 f"kv_lora_rank (d_c) = {self.kv_lora_rank} must be between 1 and dim = {self.dim}: "
+                 "a latent wider than the model compresses nothing")
+            need(0 <= self.q_lora_rank <= self.dim,
+                 f"q_lora_rank = {self.q_lora_rank} must be between 0 (no query compression) and dim = {self.dim}")
+            need(self.qk_nope_head_dim >= 1 and self.v_head_dim >= 1,
+                 f"qk_nope_head_dim and v_head_dim must be ≥ 1, got {self.qk_nope_head_dim}, {self.v_head_dim}")
+            need(self.qk_rope_head_dim >= 2 and self.qk_rope_head_dim % 2 == 0,
+                 f"qk_rope_head_dim (d_h^R) = {self.qk_rope_head_dim} must be even and ≥ 2: RoPE rotates pairs")
+        uses_dense = self.n_dense_layers > 0 or self.n_routed_experts == 0
+        need(not uses_dense or self.inter_dim >= 1, f"inter_dim must be ≥ 1 for the dense layers, got {self.inter_dim}")
+        need(self.n_routed_experts >= 0, f"n_routed_experts must be ≥ 0, got {self.n_routed_experts}")
+        if self.n_routed_experts > 0:
+            n, k = self.n_routed_experts, self.n_activated_experts
+            need(self.moe_inter_dim >= 1, f"moe_inter_dim must be ≥ 1, got {self.moe_inter_dim}")
+            need(self.n_shared_experts >= 0, f"n_shared_experts must be ≥ 0, got {self.n_shared_experts}")
+            need(1 <= k <= n, f"n_activated_experts (top-K) = {k} must be between 1 and n_routed_experts = {n}")
+            need(self.n_expert_groups >= 1 and n % self.n_expert_groups == 0,
+                 f"n_routed_experts = {n} is not divisible by n_expert_groups = {self.n_expert_groups}")
+            need(1 <= self.n_limited_groups <= self.n_expert_groups,
+                 f"n_limited_groups = {self.n_limited_groups} must be between 1 and n_expert_groups = {self.n_expert_groups}")
+            per_group = n // self.n_expert_groups
+            need(k <= self.n_limited_groups * per_group,
+                 f"top-{k} is impossible inside {self.n_limited_groups} kept group(s) of {per_group} experts; "
+                 "raise n_limited_groups or lower n_activated_experts")
+            need(self.balance in BALANCE_MODES, f"balance must be one of {BALANCE_MODES}, got {self.balance!r}")
+            need(self.route_scale > 0, f"route_scale must be positive, got {self.route_scale}")
+            for name in ("bias_update_speed", "seq_aux_alpha", "aux_loss_alpha"):
+                need(getattr(self, name) >= 0, f"{name} must be ≥ 0, got {getattr(self, name)}")
+        need(self.mtp_depth >= 0 and self.mtp_lambda >= 0,
+             f"mtp_depth and mtp_lambda must be ≥ 0, got {self.mtp_depth}, {self.mtp_lambda}")
+        need(self.mtp_depth < self.max_seq_len, f"mtp_depth = {self.mtp_depth} must be < max_seq_len")
+        need(self.rope_theta > 1, f"rope_theta must be > 1, got {self.rope_theta}")
+        need(self.init_std > 0, f"init_std must be positive, got {self.init_std}")
+
+    # -- derived sizes ---------------------------------------------------------------------------
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads of the MHA/GQA baselines (n_kv_heads, 0 meaning n_heads)."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def rope_dim(self) -> int:
+        """Size of the rotated part of a head: d_h^R for MLA, the whole head for MHA/GQA."""
+        return self.qk_rope_head_dim if self.attn == "mla" else self.dim // self.n_heads
+
+    def is_moe_layer(self, layer_id: int) -> bool:
+        return self.n_routed_experts > 0 and layer_id >= self.n_dense_layers
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # -- presets ---------------------------------------------------------------------------------
+    @classmethod
+    def cpu(cls, **overrides) -> "ModelConfig":
+        """The course model: MLA + DeepSeekMoE (8 routed + 1 shared, top-2, 2 groups) + MTP D=1; ~3M params,
+        trains in minutes on a 2-core CPU at sequence length 128."""
+        return cls(**overrides)
+
+    @classmethod
+    def gpu(cls, **overrides) -> "ModelConfig":
+        """A larger sibling for a GPU: width 384, 8 blocks, 16 routed experts (top-4 in 2 of 4 groups)."""
+        base = dict(dim=384, n_layers=8, n_dense_layers=1, n_heads=6, inter_dim=1024, moe_inter_dim=192,
+                    q_lora_rank=192, kv_lora_rank=96, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+                    n_routed_experts=16, n_shared_experts=1, n_activated_experts=4, n_expert_groups=4,
+                    n_limited_groups=2, max_seq_len=1024)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def dense_tiny(cls, **overrides) -> "ModelConfig":
+        """Chapter 01's small model: MHA + dense SwiGLU, no MoE, no MTP; well under 1M parameters."""
+        base = dict(dim=64, n_layers=2, n_dense_layers=2, n_heads=4, inter_dim=192, attn="mha",
+                    n_routed_experts=0, mtp_depth=0, balance="none", max_seq_len=256)
+        return cls(**{**base, **overrides})
+
+
+def deepseek_v3_config() -> ModelConfig:
+    """DeepSeek-V3's published config (671B) as a ModelConfig (for formulas only: never instantiate it)."""
+    return ModelConfig(vocab_size=129280, dim=7168, n_layers=61, n_dense_layers=3, n_heads=128, inter_dim=18432,
+                       moe_inter_dim=2048, attn="mla", q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
+                       qk_rope_head_dim=64, v_head_dim=128, n_routed_experts=256, n_shared_experts=1,
+                       n_activated_experts=8, n_expert_groups=8, n_limited_groups=4, route_scale=2.5,
+                       balance="aux_free+seq_aux", bias_update_speed=0.001, seq_aux_alpha=1e-4, mtp_depth=1,
+                       mtp_lambda=0.3, max_seq_len=4096, init_std=0.006)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + Attn(RMSNorm(x)), then + FFN(RMSNorm(·)); FFN dense SwiGLU or DeepSeekMoE."""
+
+    def __init__(self, cfg: ModelConfig, layer_id: int):
+        super().__init__()
+        self.layer_id = layer_id
+        self.attn = MLA(cfg) if cfg.attn == "mla" else GQA(cfg)
+        self.ffn = MoE(cfg) if cfg.is_moe_layer(layer_id) else MLP(cfg.dim, cfg.inter_dim)
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), freqs_cis, start_pos)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class MTPModule(nn.Module):
+    """One MTP depth: h' = M_k [RMSNorm(h_prev); RMSNorm(Emb(t_{i+k}))], then one Transformer block.
+
+    ``layer_id`` is the block's index in the whole stack (n_layers + k − 1 for depth k, as DeepSeek-V3
+    numbers its MTP layer 61), so the block is an MoE block whenever the main model's later blocks are.
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_id: int):
+        super().__init__()
+        self.depth = layer_id - cfg.n_layers + 1
+        self.hnorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.enorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.eh_proj = nn.Linear(2 * cfg.dim, cfg.dim, bias=False)   # M_k
+        self.block = Block(cfg, layer_id)
+
+    def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor, freqs_cis: torch.Tensor,
+                start_pos: int = 0) -> torch.Tensor:
+        if h_prev.shape != emb_next.shape:
+            raise ValueError(f"MTP depth {self.depth}: h_prev {tuple(h_prev.shape)} and emb_next "
+                             f"{tuple(emb_next.shape)} must have the same shape")
+        h = self.eh_proj(torch.cat([self.hnorm(h_prev), self.enorm(emb_next)], dim=-1))
+        return self.block(h, freqs_cis, start_pos)
+
+
+class Transformer(nn.Module):
+    """The course model. ``forward(idx, targets=None)`` returns a dict (see the module docstring)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"Transformer needs a ModelConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.mtp = nn.ModuleList(MTPModule(cfg, cfg.n_layers + k) for k in range(cfg.mtp_depth))
+        self._freqs = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every matrix (embedding, projections, expert weights, router centroids) ~ N(0, init_std²);
+        RMSNorm gains 1; router biases 0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=self.cfg.init_std)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+            elif isinstance(m, MoE):
+                nn.init.normal_(m.gate.weight, std=self.cfg.init_std)
+                m.gate.bias.zero_()
+
+    def freqs_cis(self, device) -> torch.Tensor:
+        """RoPE rotations for all positions (complex64, kept per device, not a buffer so dtype casts leave it)."""
+        key = str(device)
+        if key not in self._freqs:
+            self._freqs[key] = precompute_freqs_cis(self.cfg.rope_dim, self.cfg.max_seq_len,
+                                                    self.cfg.rope_theta).to(device)
+        return self._freqs[key]
+
+    def moe_layers(self) -> list[MoE]:
+        """All MoE layers, main model first, then the MTP modules'."""
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
+                return_hidden: bool = False) -> dict:
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be [batch, seq] token ids, got shape {tuple(idx.shape)}")
+        b, t = idx.shape
+        if start_pos + t > self.cfg.max_seq_len:
+            raise ValueError(f"positions up to {start_pos + t} exceed max_seq_len = {self.cfg.max_seq_len}; "
+                             "build the model with a larger max_seq_len (RoPE tables are precomputed up to it)")
+        freqs = self.freqs_cis(idx.device)[start_pos:start_pos + t]
+        h = self.embed(idx)
+        for layer in self.layers:
+            h = layer(h, freqs, start_pos)
+        logits = self.head(self.norm(h))
+        out = {"logits": logits}
+        if return_hidden:
+            out["hidden"] = h
+        if targets is None:
+            return out
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        v = self.cfg.vocab_size
+        main_loss = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), ignore_index=-1)
+        mtp_losses = []
+        if self.mtp and start_pos == 0:
+            if t <= self.cfg.mtp_depth:
+                raise ValueError(f"MTP depth {self.cfg.mtp_depth} needs sequences longer than {self.cfg.mtp_depth} tokens")
+            h_prev = h
+            for k, module in enumerate(self.mtp, start=1):
+                h_prev = module(h_prev[:, :t - k], self.embed(idx[:, k:]), freqs[:t - k])
+                lk = self.head(self.norm(h_prev)).float()
+                mtp_losses.append(F.cross_entropy(lk.reshape(-1, v), targets[:, k:].reshape(-1), ignore_index=-1))
+        mtp_loss = torch.stack(mtp_losses).mean() if mtp_losses else main_loss.new_zeros(())
+        aux = [m.aux_loss for m in self.moe_layers()]
+        aux_loss = torch.stack(aux).sum() if aux else main_loss.new_zeros(())
+        out.update(main_loss=main_loss, mtp_loss=mtp_loss, aux_loss=aux_loss,
+                   loss=main_loss + self.cfg.mtp_lambda * mtp_loss + aux_loss)
+        return out
+
+    # -- balance bookkeeping -------------------------------------------------------------------------
+    def after_step(self) -> None:
+        """Called after each optimizer step: aux-loss-free bias update from the loads counted over the step."""
+        for m in self.moe_layers():
+            m.after_step()
+
+    def expert_loads(self, which: str = "step") -> torch.Tensor:
+        """Tokens per routed expert, [n_moe_layers, N_r]: "step" = over the last optimizer step, "last" = last forward."""
+        layers = self.moe_layers()
+        if not layers:
+            raise ValueError("this model has no MoE layers")
+        attr = {"step": "last_step_load", "last": "last_load"}[which]
+        return torch.stack([getattr(m, attr) for m in layers])
+
+    def set_attn_impl(self, impl: str) -> None:
+        """Switch every MLA layer between the "naive" and "absorb" paths."""
+        if impl not in ("naive", "absorb"):
+            raise ValueError(f"attn_impl must be 'naive' or 'absorb', got {impl!r}")
+        for m in self.modules():
+            if isinstance(m, MLA):
+                m.attn_impl = impl
+
+    # -- generation with a cache --------------------------------------------------------------------
+    def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=torch.float32) -> None:
+        """Allocate the per-layer inference caches (latent c^KV and k^R for MLA; K and V for MHA/GQA)."""
+        max_len = max_len or self.cfg.max_seq_len
+        if max_len > self.cfg.max_seq_len:
+            raise ValueError(f"cache length {max_len} exceeds max_seq_len = {self.cfg.max_seq_len}")
+        dev = self.embed.weight.device
+        for layer in self.layers:
+            layer.attn.setup_cache(batch_size, max_len, device=dev, dtype=dtype)
+
+    def clear_cache(self) -> None:
+        for layer in self.layers:
+            layer.attn.clear_cache()
+
+    def cache_bytes(self) -> int:
+        """Bytes held by the allocated caches (0 when none)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers
+                   for t in (getattr(layer.attn, n) for n in layer.attn._cache_names()) if t is not None)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` [B, T] (greedy when temperature = 0)."""
+        if idx.shape[1] + max_new_tokens > self.cfg.max_seq_len:
+            raise ValueError(f"prompt {idx.shape[1]} + {max_new_tokens} new tokens exceed max_seq_len = {self.cfg.max_seq_len}")
+        was_training = self.training
+        self.eval()
+        try:
+            if use_cache:
+                self.setup_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
+            out, pos, cur = idx, 0, idx
+            for _ in range(max_new_tokens):
+                logits = self(cur, start_pos=pos)["logits"][:, -1] if use_cache else self(out)["logits"][:, -1]
+                if temperature == 0:
+                    nxt = logits.argmax(-1, keepdim=True)
+                else:
+                    logits = logits.float() / temperature
+                    if top_k is not None:
+                        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1)[0][:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+                pos += cur.shape[1]
+                out, cur = torch.cat([out, nxt], dim=1), nxt
+            return out
+        finally:
+            self.clear_cache()
+            self.train(was_training)
+
+    # -- parameter counts -------------------------------------------------------------------------
+    def num_params(self) -> dict:
+        """Counts from the module itself.
+
+        total: every parameter (main model + MTP). active: those a token uses in a forward pass (all but
+        the N_r − K_r unselected routed experts of each MoE layer). *_main: without the MTP modules (the
+        report's 671B/37B exclude them). Router biases are buffers, not parameters.
+        """
+        total = sum(p.numel() for p in self.parameters())
+        mtp = sum(p.numel() for p in self.mtp.parameters())
+
+        def inactive(mods):
+            return sum((m.n_routed_experts - m.topk) * sum(p.numel() for p in m.experts[0].parameters())
+                       for mod in mods for m in mod.modules() if isinstance(m, MoE))
+        off_main, off_mtp = inactive(self.layers), inactive(self.mtp)
+        return {"total": total, "active": total - off_main - off_mtp, "total_main": total - mtp,
+                "active_main": total - mtp - off_main, "mtp": mtp, "embedding": self.embed.weight.numel(),
+                "head": self.head.weight.numel()}
+
+
+def count_params(cfg: ModelConfig) -> dict:
+    """The same counts as ``Transformer(cfg).num_params()`` from the config alone (formulas, no module).
+
+    Per block: attention + FFN + 2 RMSNorm gains (2·dim).
+      MLA: dim·d_c' + d_c' + d_c'·n_h(d_h+d_h^R)   (or dim·n_h(d_h+d_h^R) without query compression)
+           + dim·(d_c+d_h^R) + d_c + d_c·n_h(d_h+d_v) + n_h·d_v·dim
+      MHA/GQA: dim·n_h·d_h + 2·dim·n_g·d_h + n_h·d_h·dim, d_h = dim/n_h
+      dense FFN: 3·dim·inter_dim;  MoE: (N_r + N_s)·3·dim·moe_inter_dim + N_r·dim (router)
+    Model: embedding V·dim + head V·dim + final norm dim + blocks; MTP depth: 2 norms + 2·dim² + a block.
+    """
+    d = cfg.dim
+    if cfg.attn == "mla":
+        qk = cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+        q = d * qk if cfg.q_lora_rank == 0 else d * cfg.q_lora_rank + cfg.q_lora_rank + cfg.q_lora_rank * qk
+        attn = (q + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + cfg.kv_lora_rank
+                + cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+                + cfg.n_heads * cfg.v_head_dim * d)
+    else:
+        hd = d // cfg.n_heads
+        attn = 2 * d * cfg.n_heads * hd + 2 * d * cfg.kv_heads * hd
+    expert = 3 * d * cfg.moe_inter_dim
+    moe_total = (cfg.n_routed_experts + cfg.n_shared_experts) * expert + cfg.n_routed_experts * d
+    moe_off = (cfg.n_routed_experts - cfg.n_activated_experts) * expert
+    dense = 3 * d * cfg.inter_dim
+
+    def block(layer_id):
+        moe = cfg.is_moe_layer(layer_id)
+        return attn + 2 * d + (moe_total if moe else dense), (moe_off if moe else 0)
+
+    main = [block(i) for i in range(cfg.n_layers)]
+    mtp = [block(cfg.n_layers + k) for k in range(cfg.mtp_depth)]
+    emb = cfg.vocab_size * d
+    total_main = 2 * emb + d + sum(p for p, _ in main)
+    mtp_total = sum(p + 2 * d + 2 * d * d for p, _ in mtp)
+    off_main, off_mtp = sum(o for _, o in main), sum(o for _, o in mtp)
+    return {"total": total_main + mtp_total, "active": total_main + mtp_total - off_main - off_mtp,
+            "total_main": total_main, "active_main": total_main - off_main, "mtp": mtp_total,
+            "embedding": emb, "head": emb, "attention_per_layer": attn, "dense_ffn": dense,
+            "moe_total": moe_total if cfg.n_routed_experts else 0,
+            "moe_active": moe_total - moe_off if cfg.n_routed_experts else 0}

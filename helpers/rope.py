@@ -1,0 +1,64 @@
+"""Rotary position embedding (RoPE), as DeepSeek-V3's inference/model.py applies it.
+
+A head vector of even size d is read as d/2 consecutive pairs (x_{2j}, x_{2j+1}), i.e. complex numbers
+z_j = x_{2j} + i·x_{2j+1}. Position m rotates pair j by the angle m·θ_j with
+
+    θ_j = rope_theta^(−2j/d),   j = 0 … d/2 − 1,
+
+    RoPE(x, m)_j = z_j · e^{i·m·θ_j}.
+
+Because a rotation preserves dot products, ⟨R_m q, R_n k⟩ = Re Σ_j q_j · conj(k_j) · e^{i(m−n)θ_j}
+depends on the positions only through the offset m − n (the relative-position property, §2.1.2 of the
+report uses RoPE on the decoupled key/query parts of MLA).
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rope_frequencies", "precompute_freqs_cis", "apply_rotary_emb"]
+
+
+def rope_frequencies(dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """The d/2 angular frequencies θ_j = theta^(−2j/d) (float32, shape [dim // 2])."""
+    if dim <= 0 or dim % 2:
+        raise ValueError(f"RoPE needs a positive even dimension (it rotates pairs), got {dim}")
+    if theta <= 1:
+        raise ValueError(f"rope_theta must be > 1, got {theta}")
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+
+
+def precompute_freqs_cis(dim: int, max_seq_len: int, theta: float = 10000.0,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The complex rotations e^{i·m·θ_j} for positions m = 0 … max_seq_len − 1: [max_seq_len, dim // 2].
+
+    complex64 by default (as the reference code); ``dtype=torch.float64`` gives complex128 for exact checks.
+    """
+    if max_seq_len <= 0:
+        raise ValueError(f"max_seq_len must be positive, got {max_seq_len}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=dtype) / dim)) if dtype == torch.float64 else \
+        rope_frequencies(dim, theta)
+    rope_frequencies(dim, theta)  # validates dim and theta
+    t = torch.arange(max_seq_len, dtype=dtype)
+    return torch.polar(torch.ones(max_seq_len, dim // 2, dtype=dtype), torch.outer(t, freqs))
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Rotate x [batch, seq, heads, d] (or [batch, seq, d]) by the rotations freqs_cis [seq, d/2].
+
+    Pairs are consecutive elements (2j, 2j+1), exactly as in DeepSeek-V3's reference code. Computed in
+    float32 (float64 for float64 inputs) and returned in x's dtype.
+    """
+    if x.shape[-1] % 2:
+        raise ValueError(f"apply_rotary_emb: last dimension must be even, got {x.shape[-1]}")
+    seq = x.shape[1]
+    if freqs_cis.shape != (seq, x.shape[-1] // 2):
+        raise ValueError(f"apply_rotary_emb: freqs_cis has shape {tuple(freqs_cis.shape)}, expected "
+                         f"({seq}, {x.shape[-1] // 2}) for x of shape {tuple(x.shape)}")
+    dtype = x.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    z = torch.view_as_complex(x.to(work).reshape(*x.shape[:-1], -1, 2))
+    shape = [1, seq] + [1] * (x.dim() - 3) + [x.shape[-1] // 2]
+    y = torch.view_as_real(z * freqs_cis.to(z.dtype).view(*shape)).flatten(-2)
+    return y.to(dtype)
