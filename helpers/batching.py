@@ -22,7 +22,7 @@ import torch
 
 from helpers.data import DOMAINS, DataFileError, data_path, read_checksums
 
-__all__ = ["load_splits", "random_windows", "pack_documents", "MixtureSampler", "eval_batches", "SPLITS",
+__all__ = ["load_splits", "split_stats", "random_windows", "pack_documents", "MixtureSampler", "eval_batches", "SPLITS",
            "DEFAULT_WEIGHTS"]
 
 SPLITS = ("train", "val")
@@ -40,23 +40,41 @@ def load_splits() -> dict[str, dict[str, torch.Tensor]]:
     recorded tokenizer checksum is compared); otherwise :class:`~helpers.data.DataFileError`.
     Each call returns fresh tensors (changing them does not change the next call's).
     """
+    arrays, _ = _load_cache()
+    return {d: {s: torch.from_numpy(arrays[f"{d}/{s}"].astype(np.int64)) for s in SPLITS} for d in DOMAINS}
+
+
+def split_stats() -> dict[str, dict[str, dict[str, int]]]:
+    """``{domain: {split: {"tokens", "bytes", "documents"}}}`` of the token cache.
+
+    ``tokens`` counts the ``<|endoftext|>`` after each document; ``bytes`` is the UTF-8 size of the
+    documents. Bits per byte, the tokenizer-independent loss (chapters 4 and 7), is
+    ``mean loss in nats per token / ln 2 · tokens / bytes``.
+    """
+    _, meta = _load_cache()
+    return {d: {s: dict(meta["stats"][f"{d}/{s}"]) for s in SPLITS} for d in DOMAINS}
+
+
+def _load_cache():
     path = data_path("tokens.npz")
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _cache:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays.pop("meta").tobytes())
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays.pop("meta").tobytes())
+        except (OSError, ValueError, KeyError) as e:
+            raise DataFileError(f"{path} cannot be read ({e}): {_REBUILD}") from None
         want = read_checksums(path.parent).get("tokenizer.json")
         if meta.get("tokenizer_sha256") != want:
             raise DataFileError(f"{path} was built with a different tokenizer than data/tokenizer.json: {_REBUILD}")
-        missing = [f"{d}/{s}" for d in DOMAINS for s in SPLITS if f"{d}/{s}" not in arrays]
+        missing = [f"{d}/{s}" for d in DOMAINS for s in SPLITS if f"{d}/{s}" not in arrays or f"{d}/{s}" not in meta.get("stats", {})]
         if missing:
             raise DataFileError(f"{path} lacks {missing}: {_REBUILD}")
         _cache.clear()
-        _cache[key] = arrays
-    arrays = _cache[key]
-    return {d: {s: torch.from_numpy(arrays[f"{d}/{s}"].astype(np.int64)) for s in SPLITS} for d in DOMAINS}
+        _cache[key] = (arrays, meta)
+    return _cache[key]
 
 
 def _check_sizes(batch_size: int, block_size: int) -> None:

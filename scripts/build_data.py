@@ -119,19 +119,20 @@ def step_tokenizer() -> None:
 
 def step_tokens() -> None:
     tok = tokenizer.Tokenizer.load(DATA / "tokenizer.json")
-    arrays, t0, nbytes = {}, time.perf_counter(), 0
+    arrays, t0, stats = {}, time.perf_counter(), {}
     for d in data.DOMAINS:
         for split, docs in data.split_documents(d).items():
             ids = []
             for doc in docs:
                 ids += tok.encode(doc)
                 ids.append(tok.eot_id)
-                nbytes += len(doc.encode())
             arrays[f"{d}/{split}"] = np.asarray(ids, dtype=np.uint16)
+            stats[f"{d}/{split}"] = {"tokens": len(ids), "bytes": sum(len(doc.encode()) for doc in docs), "documents": len(docs)}
     dt = time.perf_counter() - t0
+    nbytes = sum(v["bytes"] for v in stats.values())
     print(f"  encoded {nbytes:,} bytes in {dt:.1f} s ({nbytes / dt / 1e6:.2f} MB/s)")
     meta = {"tokenizer_sha256": data.sha256_file(DATA / "tokenizer.json"), "format": 1,
-            "eot_id": tok.eot_id, "vocab_size": tok.vocab_size}
+            "eot_id": tok.eot_id, "vocab_size": tok.vocab_size, "stats": stats}
     arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
     (DATA / "tokens.npz").write_bytes(_deterministic_npz(arrays))
     write_sums("tokens.npz")
@@ -307,7 +308,7 @@ val = eval_batches(splits, "code", n_batches=4, batch_size=16, block_size=128)
 
 A NumPy `.npz` (zip) holding one uint16 array per `"<domain>/<split>"` (`shakespeare/train`, …,
 `arithmetic/val`) and `meta` (JSON bytes: the SHA-256 of the tokenizer it was built with, `eot_id`,
-`vocab_size`). Each document is encoded with `allowed_special="none"` and followed by `<|endoftext|>`.
+`vocab_size`, and per split its tokens, text bytes and documents, read by `helpers.batching.split_stats()`). Each document is encoded with `allowed_special="none"` and followed by `<|endoftext|>`.
 `helpers.batching.load_splits()` returns `{{domain: {{"train": tensor, "val": tensor}}}}` (int64) and
 refuses a cache built with another tokenizer.
 """

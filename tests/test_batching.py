@@ -57,6 +57,14 @@ def test_cache_from_another_tokenizer_is_refused(tmp_path, monkeypatch):
         load_splits()
 
 
+def test_split_stats_match_the_text():
+    stats, splits = hb.split_stats(), load_splits()
+    for d in DOMAINS:
+        for split, docs in split_documents(d).items():
+            assert stats[d][split] == {"tokens": len(splits[d][split]), "documents": len(docs),
+                                       "bytes": sum(len(doc.encode("utf-8")) for doc in docs)}
+
+
 def _ramp(n=1000):
     return torch.arange(n)
 
