@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER = "# COLAB SETUP"
 MARK = "# Colab setup"
 START, END = "<!-- chapters:start -->", "<!-- chapters:end -->"
+DATA_START, DATA_END = "<!-- data:start -->", "<!-- data:end -->"
 
 
 def settings() -> dict:
@@ -103,12 +104,35 @@ def chapter_table() -> str:
     return "\n".join(lines)
 
 
+def data_table() -> str:
+    """Tokens and bytes per token per domain, measured with the shipped tokenizer on each split."""
+    sys.path.insert(0, str(ROOT))
+    from helpers.data import DOMAINS, split_documents
+    from helpers.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    lines = [f"Tokenizer: byte-level BPE, {tok.vocab_size:,} ids ({len(tok.special_tokens)} special: "
+             + ", ".join(f"`{t}`" for t in tok.special_tokens) + ").", "",
+             "| domain | train tokens | val tokens | bytes per token (val) |", "|---|---|---|---|"]
+    for d in DOMAINS:
+        docs = split_documents(d)
+        n = {k: sum(len(tok.encode(x)) for x in v) for k, v in docs.items()}
+        nbytes = sum(len(x.encode("utf-8")) for x in docs["val"])
+        lines.append(f"| {d} | {n['train']:,} | {n['val']:,} | {nbytes / n['val']:.3f} |")
+    return "\n".join(lines)
+
+
+def _replace(text: str, start: str, end: str, body: str) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"README.md lacks the markers {start} / {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def sync_readme(text: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"README.md lacks the markers {START} / {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{chapter_table()}\n{END}{tail}"
+    text = _replace(text, START, END, chapter_table())
+    return _replace(text, DATA_START, DATA_END, data_table())
 
 
 def main(argv=None) -> int:
