@@ -34,7 +34,7 @@ class TrainConfig:
     steps: int = 200
     lr: float = 3e-3
     min_lr: float | None = None            # None: lr / 10
-    warmup_steps: int = 20
+    warmup_steps: int = 0
     schedule: str = "cosine"               # "cosine" | "constant" | "wsd"
     decay_frac: float = 0.2                # "wsd": share of steps spent decaying
     weight_decay: float = 0.1
@@ -151,6 +151,8 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
         dict {name: list of batches} (e.g. one per domain; ``val_loss`` is their mean), or None for
         ``cfg.eval_batches`` batches drawn once from ``get_batch("val")`` before training (the same batches
         at every evaluation, so the points are comparable).
+    start_step: resume a run at this step (after :func:`load_checkpoint`): steps ``start_step … cfg.steps − 1``
+        run with the same schedule as an uninterrupted run (batches continue from ``get_batch``'s state).
     callback: called as ``callback(step, history)`` after every step (for custom logging).
     """
     if not isinstance(cfg, TrainConfig):
@@ -177,10 +179,12 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
 
     model.train()
     tokens, t0 = 0, time.perf_counter()
-    bar = progress(range(start_step, start_step + cfg.steps), desc="train", total=cfg.steps,
+    if not 0 <= start_step < cfg.steps:
+        raise ValueError(f"start_step must be in [0, cfg.steps={cfg.steps}), got {start_step}")
+    bar = progress(range(start_step, cfg.steps), desc="train", total=cfg.steps - start_step,
                    disable=None if show_progress else True)
     for step in bar:
-        lr = cfg.lr_at(step - start_step)
+        lr = cfg.lr_at(step)
         for g in optimizer.param_groups:
             g["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -209,7 +213,7 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
         hist.tokens.append(tokens)
         for k, v in sums.items():
             hist.metrics.setdefault(k, []).append(v / cfg.grad_accum_steps)
-        done = step + 1 - start_step
+        done = step + 1
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
             run_eval(step + 1)
         if hasattr(bar, "set_postfix") and (done % 10 == 0 or done == cfg.steps):
