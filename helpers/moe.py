@@ -238,11 +238,13 @@ def capacity_drop(indices: torch.Tensor, n_experts: int, capacity_factor: float 
     indices [n_tokens, K]: the routed experts of one batch. Capacity C = ceil(cf · n_tokens · K / N_r)
     assignments per expert; the rest are dropped (the token skips that expert). ``capacity_factor=None``
     means no limit (DeepSeek-V3: no token dropping). Returns {"capacity", "dropped_assignments" (fraction of
-    the n·K assignments), "tokens_with_drop" (fraction of tokens losing at least one expert)}.
+    the n·K assignments), "tokens_with_drop" (fraction of tokens losing at least one expert), "dropped"
+    (bool [n_tokens, K], True where the assignment is dropped)}.
     """
     n, k = indices.shape
     if capacity_factor is None:
-        return {"capacity": None, "dropped_assignments": 0.0, "tokens_with_drop": 0.0}
+        return {"capacity": None, "dropped_assignments": 0.0, "tokens_with_drop": 0.0,
+                "dropped": torch.zeros(n, k, dtype=torch.bool, device=indices.device)}
     if capacity_factor <= 0:
         raise ValueError(f"capacity_factor must be positive (or None for no limit), got {capacity_factor}")
     cap = math.ceil(capacity_factor * n * k / n_experts)
@@ -251,7 +253,7 @@ def capacity_drop(indices: torch.Tensor, n_experts: int, capacity_factor: float 
     position = (onehot.cumsum(0) * onehot).sum(-1)                # 1-based arrival position at its expert
     dropped = (position > cap).view(n, k)
     return {"capacity": cap, "dropped_assignments": dropped.float().mean().item(),
-            "tokens_with_drop": dropped.any(-1).float().mean().item()}
+            "tokens_with_drop": dropped.any(-1).float().mean().item(), "dropped": dropped}
 
 
 def moe_param_counts(dim: int, moe_inter_dim: int, n_routed: int, n_shared: int, topk: int) -> dict:

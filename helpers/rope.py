@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_frequencies", "precompute_freqs_cis", "apply_rotary_emb"]
+__all__ = ["rope_frequencies", "precompute_freqs_cis", "apply_rotary_emb", "relative_scores"]
 
 
 def rope_frequencies(dim: int, theta: float = 10000.0) -> torch.Tensor:
@@ -62,3 +62,20 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     shape = [1, seq] + [1] * (x.dim() - 3) + [x.shape[-1] // 2]
     y = torch.view_as_real(z * freqs_cis.to(z.dtype).view(*shape)).flatten(-2)
     return y.to(dtype)
+
+
+def relative_scores(q: torch.Tensor, k: torch.Tensor, offsets, theta: float = 10000.0) -> torch.Tensor:
+    """⟨R_{n+Δ} q, R_n k⟩ for each offset Δ in ``offsets`` (q, k: vectors of even size d), float64.
+
+    By the relative-position property this is Re Σ_j q_j conj(k_j) e^{iΔθ_j}, whatever n is; this function
+    evaluates that closed form (used for the RoPE widget; tests check it against explicit rotations).
+    """
+    if q.shape != k.shape or q.dim() != 1:
+        raise ValueError(f"q and k must be 1-D vectors of the same size, got {tuple(q.shape)} and {tuple(k.shape)}")
+    freqs = 1.0 / (theta ** (torch.arange(0, q.numel(), 2, dtype=torch.float64) / q.numel()))
+    rope_frequencies(q.numel(), theta)  # validates
+    zq = torch.view_as_complex(q.double().reshape(-1, 2).contiguous())
+    zk = torch.view_as_complex(k.double().reshape(-1, 2).contiguous())
+    off = torch.as_tensor(offsets, dtype=torch.float64)
+    return (zq * zk.conj() * torch.polar(torch.ones(len(off), len(freqs), dtype=torch.float64),
+                                         off[:, None] * freqs)).real.sum(-1)

@@ -162,6 +162,7 @@ def test_capacity_drop_bruteforce():
         assert r["capacity"] == cap
         assert r["dropped_assignments"] == pytest.approx(dropped.float().mean().item())
         assert r["tokens_with_drop"] == pytest.approx(dropped.any(-1).float().mean().item())
+        assert torch.equal(r["dropped"], dropped)
     assert capacity_drop(idx, 6, None)["dropped_assignments"] == 0.0
     assert capacity_drop(idx, 6, 100.0)["dropped_assignments"] == 0.0
     with pytest.raises(ValueError):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers.rope import apply_rotary_emb, precompute_freqs_cis, rope_frequencies
+from helpers.rope import apply_rotary_emb, precompute_freqs_cis, relative_scores, rope_frequencies
 
 
 def rotate_reference(x, positions, theta=10000.0):
@@ -65,3 +65,18 @@ def test_errors():
         apply_rotary_emb(torch.randn(1, 5, 2, 8), precompute_freqs_cis(8, 4))
     with pytest.raises(ValueError, match="even"):
         apply_rotary_emb(torch.randn(1, 5, 2, 7), precompute_freqs_cis(8, 5))
+
+
+def test_relative_scores_closed_form():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    fc = precompute_freqs_cis(8, 300, dtype=torch.float64)
+    offsets = [0, 1, 7, 100]
+    got = relative_scores(q, k, offsets)
+    for o, v in zip(offsets, got):
+        n = 37
+        ref = (apply_rotary_emb(q.view(1, 1, 8), fc[n + o:n + o + 1]) * apply_rotary_emb(k.view(1, 1, 8), fc[n:n + 1])).sum()
+        assert v.item() == pytest.approx(ref.item(), abs=1e-10)
+    assert got[0].item() == pytest.approx((q @ k).item())
+    with pytest.raises(ValueError):
+        relative_scores(q, k[:6], [0])
