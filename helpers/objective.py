@@ -83,7 +83,7 @@ def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
 class BigramModel:
     """Count-based next-token model: P(b | a) = (c(a, b) + k) / (c(a) + k·V), fitted by counting pairs.
 
-    ``fit(tokens)`` counts consecutive pairs of a 1-D token stream (float64 counts, V×V). Evaluation is the
+    ``fit(tokens)`` counts consecutive pairs of a 1-D token stream (float32 counts, V×V: exact below 2^24). Evaluation is the
     mean −log P(t_{i+1} | t_i) over a stream: the same quantity as a neural model's cross-entropy.
     """
 
@@ -93,7 +93,7 @@ class BigramModel:
         if not k > 0:
             raise ValueError(f"add-k smoothing needs k > 0 (k = 0 gives log 0 for unseen pairs), got {k}")
         self.V, self.k = vocab_size, float(k)
-        self.counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+        self.counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float32)   # exact up to 2^24 per pair
 
     def _stream(self, tokens) -> torch.Tensor:
         t = torch.as_tensor(tokens).long().flatten()
@@ -111,7 +111,7 @@ class BigramModel:
     def log_probs(self, prev: torch.Tensor | None = None) -> torch.Tensor:
         """log P(· | a) for every a (V×V) or for the given previous tokens ``prev`` ([..., V])."""
         c = self.counts if prev is None else self.counts[torch.as_tensor(prev).long()]
-        return (c + self.k).log() - (c.sum(-1, keepdim=True) + self.k * self.V).log()
+        return (c + self.k).log() - (c.sum(-1, keepdim=True, dtype=torch.float64) + self.k * self.V).log().float()
 
     def logits(self, prev: torch.Tensor) -> torch.Tensor:
         """Log-probabilities used as logits (softmax of them gives back the bigram probabilities)."""
@@ -120,7 +120,8 @@ class BigramModel:
     def loss(self, tokens) -> float:
         """Mean −log P(t_{i+1} | t_i) over the stream, in nats."""
         t = self._stream(tokens)
-        lp = (self.counts[t[:-1], t[1:]] + self.k).log() - (self.counts[t[:-1]].sum(-1) + self.k * self.V).log()
+        row = self.counts.sum(-1, dtype=torch.float64)               # c(a)
+        lp = (self.counts[t[:-1], t[1:]].double() + self.k).log() - (row[t[:-1]] + self.k * self.V).log()
         return float(-lp.mean())
 
 
