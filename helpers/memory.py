@@ -14,6 +14,7 @@ operations and MLA up-projections in backward, and caches the SwiGLU input of Mo
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 
@@ -26,23 +27,20 @@ __all__ = ["SavedTensors", "saved_bytes", "Recompute", "time_forward_backward"]
 class SavedTensors:
     """``with SavedTensors(params=model.parameters()) as s: loss = f(x)`` → s.activation_bytes, s.param_bytes, s.records.
 
-    records: one dict per saved tensor (shape, dtype, bytes of its storage, whether it is a parameter, whether its
-    storage was already counted).
+    records: one dict per tensor that is still held for backward when the block ends (shape, dtype, bytes of its
+    storage, whether it is a parameter, whether its storage was already counted). Tensors saved by graph branches
+    that were discarded during the forward (their result unused) are not counted: they are freed before backward.
+    While the block runs every saved tensor is kept alive, so no freed storage can be reused under a counted address.
     """
 
     def __init__(self, params=()):
         self._param_ptrs = {p.untyped_storage().data_ptr() for p in params}
         self.records: list[dict] = []
-        self._seen: set[int] = set()
+        self._held: list[torch.Tensor] = []
         self._ctx = None
 
     def _pack(self, t: torch.Tensor):
-        st = t.untyped_storage()
-        ptr = st.data_ptr()
-        dup = ptr in self._seen
-        self._seen.add(ptr)
-        self.records.append(dict(shape=tuple(t.shape), dtype=t.dtype, bytes=st.nbytes(), param=ptr in self._param_ptrs,
-                                 duplicate=dup))
+        self._held.append(t)
         return t
 
     def __enter__(self):
@@ -52,6 +50,16 @@ class SavedTensors:
 
     def __exit__(self, *exc):
         self._ctx.__exit__(*exc)
+        seen = set()
+        for t in self._held:
+            if sys.getrefcount(t) <= 3:          # held only by this list, the loop variable and the call: discarded
+                continue
+            st = t.untyped_storage()
+            ptr = st.data_ptr()
+            self.records.append(dict(shape=tuple(t.shape), dtype=t.dtype, bytes=st.nbytes(),
+                                     param=ptr in self._param_ptrs, duplicate=ptr in seen))
+            seen.add(ptr)
+        self._held = []
         return False
 
     @property
@@ -66,7 +74,6 @@ class SavedTensors:
         """Counts of (shape, dtype) over the unique non-parameter saved tensors."""
         return Counter((r["shape"], str(r["dtype"]).replace("torch.", "")) for r in self.records
                        if not r["param"] and not r["duplicate"])
-
 
 def saved_bytes(module: torch.nn.Module, *inputs, **kwargs) -> dict:
     """Run ``module(*inputs)`` under :class:`SavedTensors`; return counts (activation/param bytes, n tensors)

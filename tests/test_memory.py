@@ -51,3 +51,25 @@ def test_errors():
         Recompute(lambda x: x)
     with pytest.raises(ValueError, match="repeats"):
         time_forward_backward(torch.nn.Linear(2, 2), torch.randn(1, 2), repeats=0)
+
+
+def test_discarded_branches_not_counted_and_counts_deterministic():
+    x = torch.randn(1000, requires_grad=True)
+    with SavedTensors() as s:
+        for _ in range(5):
+            tmp = (x * 2).sin()          # each iteration's branch is discarded except the last
+        y = (x * 3).sin()
+    assert s.activation_bytes == 2 * 4000 and len(s.records) == 2
+    del tmp, y
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig.cpu(vocab_size=64, dim=32, n_heads=2, q_lora_rank=16, kv_lora_rank=8,
+                                    qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, inter_dim=48,
+                                    moe_inter_dim=16, max_seq_len=32))
+    x = torch.randint(0, 64, (2, 16))
+    counts = []
+    for _ in range(3):
+        with SavedTensors(m.parameters()) as s:
+            out = m(x, targets=x)
+        counts.append(s.activation_bytes)
+        del out
+    assert len(set(counts)) == 1
