@@ -271,9 +271,9 @@ def load_checkpoint(path, model, optimizer=None, map_location="cpu") -> dict:
     reshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                 for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or reshaped:
-        raise CheckpointError(f"{path} does not fit this model (was it saved from a different ModelConfig?): "
-                              f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, unexpected "
-                              f"{unexpected[:5]}{'…' if len(unexpected) > 5 else ''}, reshaped {reshaped[:5]}")
+        parts = [f"{name} {len(keys)}: {keys[:3]}{' …' if len(keys) > 3 else ''}"
+                 for name, keys in (("reshaped", reshaped), ("missing", missing), ("unexpected", unexpected)) if keys]
+        raise CheckpointError(f"{path} does not fit this model (saved from a different ModelConfig?): " + "; ".join(parts))
     model.load_state_dict(state)
     if optimizer is not None:
         if "optimizer" not in ckpt:
