@@ -376,7 +376,10 @@ class Transformer(nn.Module):
                     if top_k is not None:
                         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1)[0][:, -1:]
                         logits = logits.masked_fill(logits < kth, float("-inf"))
-                    nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+                    probs = logits.softmax(-1)
+                    if generator is not None and generator.device != probs.device:
+                        probs = probs.to(generator.device)     # sample where the generator lives (determinism)
+                    nxt = torch.multinomial(probs, 1, generator=generator).to(logits.device)
                 pos += cur.shape[1]
                 out, cur = torch.cat([out, nxt], dim=1), nxt
             return out
