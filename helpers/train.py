@@ -154,6 +154,9 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
     start_step: resume a run at this step (after :func:`load_checkpoint`): steps ``start_step … cfg.steps − 1``
         run with the same schedule as an uninterrupted run (batches continue from ``get_batch``'s state).
     callback: called as ``callback(step, history)`` after every step (for custom logging).
+
+    Seeds torch with ``cfg.seed`` first (for models with randomness such as dropout; batches come from
+    ``get_batch``'s own generator). The model is in train mode while training and left in eval mode.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
