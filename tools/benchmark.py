@@ -10,11 +10,7 @@ README's chapter table. A benchmark, not a test: it reports, it does not fail on
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +36,7 @@ def main(argv=None) -> int:
     print(f"| **total** | **{total:.1f}** ({total / 60:.1f} min) | max {peak:.0f} | "
           f"{'yes' if total <= BUDGET_TOTAL_S else 'NO'} |")
     if not args:  # only a whole-course run updates the README's timings
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}"
-        (ROOT / "tools" / "timings.json").write_text(json.dumps(
-            {"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1) + "\n")
-        print("\nwrote tools/timings.json (run python tools/sync_notebooks.py to update the README table)")
+        run_notebooks.write_timings(rows)
     return 0
 
 

@@ -43,7 +43,10 @@ def course_notebooks(paths: list[str] | None = None) -> list[Path]:
 
 
 def strip_widget_state(nb) -> None:
+    """Drop widget state (breaks GitHub rendering) and per-cell execution timestamps (noise in diffs)."""
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
 
 
 def execute_one(path: Path, write: bool) -> dict:
@@ -57,7 +60,7 @@ def execute_one(path: Path, write: bool) -> dict:
     env_before = {k: os.environ.get(k) for k in ("COURSE_STATIC", "COURSE_NO_PROGRESS")}
     os.environ["COURSE_STATIC"] = "1"
     os.environ["COURSE_NO_PROGRESS"] = "1"
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     error = None
@@ -94,6 +97,16 @@ def run(paths: list[Path], write: bool) -> list[dict]:
     return rows
 
 
+def write_timings(rows: list[dict]) -> None:
+    """Save a whole-course run's times to tools/timings.json (the README's chapter table reads it)."""
+    import platform
+    import torch
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    (ROOT / "tools" / "timings.json").write_text(json.dumps(
+        {"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1) + "\n")
+    print("wrote tools/timings.json (python tools/sync_notebooks.py puts it into the README table)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", help="notebooks or folders (default: all of notebooks/)")
@@ -108,6 +121,8 @@ def main(argv=None) -> int:
     rows = run(course_notebooks(args.paths), write=not args.no_write)
     total = sum(r["wall_s"] for r in rows)
     print(f"{'total':<60} {total:7.1f} s")
+    if not args.paths and not any(r.get("error") for r in rows):
+        write_timings(rows)
     return 1 if any(r.get("error") for r in rows) else 0
 
 
