@@ -21,6 +21,7 @@ PLACEHOLDER = "# COLAB SETUP"
 MARK = "# Colab setup"
 START, END = "<!-- chapters:start -->", "<!-- chapters:end -->"
 DATA_START, DATA_END = "<!-- data:start -->", "<!-- data:end -->"
+HELPERS_START, HELPERS_END = "<!-- helpers:start -->", "<!-- helpers:end -->"
 
 
 def settings() -> dict:
@@ -122,6 +123,18 @@ def data_table() -> str:
     return "\n".join(lines)
 
 
+def helpers_table() -> str:
+    """One line per helpers module: the first line of its docstring."""
+    import ast
+    lines = ["| module | what it holds |", "|---|---|"]
+    for p in sorted((ROOT / "helpers").glob("*.py")):
+        if p.name == "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(p.read_text())) or ""
+        lines.append(f"| [`helpers.{p.stem}`](helpers/{p.name}) | {doc.splitlines()[0] if doc else ''} |")
+    return "\n".join(lines)
+
+
 def _replace(text: str, start: str, end: str, body: str) -> str:
     if start not in text or end not in text:
         raise ValueError(f"README.md lacks the markers {start} / {end}")
@@ -132,6 +145,7 @@ def _replace(text: str, start: str, end: str, body: str) -> str:
 
 def sync_readme(text: str) -> str:
     text = _replace(text, START, END, chapter_table())
+    text = _replace(text, HELPERS_START, HELPERS_END, helpers_table())
     return _replace(text, DATA_START, DATA_END, data_table())
 
 
