@@ -29,7 +29,6 @@ Two ways to compute the same numbers:
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch

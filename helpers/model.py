@@ -18,7 +18,6 @@ other, as in the report). Field names follow DeepSeek-V3's inference/model.py Mo
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import torch

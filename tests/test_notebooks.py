@@ -1,6 +1,5 @@
 """Checks on the committed notebooks themselves (their execution is tested by nbval)."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -73,7 +72,8 @@ def test_exercises_yield_a_student_version(path, tmp_path):
     src = json.loads(path.read_text())
     graded = [c for c in src["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
     solutions = [c for c in src["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("solution")]
-    assert 3 <= len(solutions) <= 6 or len(graded) >= 3, "a chapter's exercises hold 3-6 exercises"
+    assert 3 <= len(solutions) <= 6, f"a chapter's exercises hold 3-6 exercises (solution cells), found {len(solutions)}"
+    assert len(graded) >= len(solutions), "every exercise needs at least one autograded test cell"
     assert any("BEGIN HIDDEN TESTS" in "".join(c["source"]) for c in graded), "some tests should be hidden"
 
     student = json.loads(make_student.make_student(path, tmp_path).read_text())

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers.precision import (FORMATS, POLICIES, accumulate_updates, bytes_per_param, format_table, get_format,
+from helpers.precision import (POLICIES, accumulate_updates, bytes_per_param, format_table, get_format,
                                precision_report, quantize, representable_values, training_state_bytes)
 
 TORCH_FORMATS = ["fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2"]

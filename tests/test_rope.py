@@ -1,5 +1,4 @@
 """RoPE against an independent real-valued rotation, and its relative-position law."""
-import math
 
 import pytest
 import torch

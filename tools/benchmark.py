@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     total = sum(r["wall_s"] for r in rows)
     peak = max((r["peak_mb"] for r in rows), default=0)
     print()
-    print(f"| notebook | wall time (s) | peak memory (MB) | within budget |")
-    print(f"|---|---|---|---|")
+    print("| notebook | wall time (s) | peak memory (MB) | within budget |")
+    print("|---|---|---|---|")
     for r in rows:
         ok = r["wall_s"] <= BUDGET_NOTEBOOK_S and r["peak_mb"] <= BUDGET_MB and not r.get("error")
         print(f"| {r['notebook']} | {r['wall_s']:.1f} | {r['peak_mb']:.0f} | {'yes' if ok else 'NO'} |")
