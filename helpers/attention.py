@@ -29,17 +29,14 @@ Two ways to compute the same numbers:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ModelConfig
 from .norm import RMSNorm
 from .rope import apply_rotary_emb
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelConfig
 
 __all__ = ["GQA", "MLA", "causal_mask", "kv_cache_elements_per_token", "kv_cache_bytes_per_token",
            "cache_elements_per_token"]
@@ -81,7 +78,7 @@ class _Cached(nn.Module):
 class GQA(_Cached):
     """Multi-head attention with n_kv_heads key/value heads: MHA (n_kv_heads = n_heads), GQA, MQA (1)."""
 
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.kv_heads
         self.head_dim = cfg.dim // cfg.n_heads
@@ -128,7 +125,7 @@ class MLA(_Cached):
     function; the cache (when set up) always holds the latent c^KV and k^R.
     """
 
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.dim, self.n_heads = cfg.dim, cfg.n_heads
         self.q_lora_rank, self.kv_lora_rank = cfg.q_lora_rank, cfg.kv_lora_rank
@@ -236,7 +233,7 @@ def kv_cache_bytes_per_token(attn: str, n_layers: int, bytes_per_element: float 
     return int(n) if float(n).is_integer() else n
 
 
-def cache_elements_per_token(cfg: "ModelConfig", attn: str | None = None) -> int:
+def cache_elements_per_token(cfg: ModelConfig, attn: str | None = None) -> int:
     """Cache elements per token of a ModelConfig's main model (MTP not counted, it is not used when decoding).
 
     ``attn`` overrides the config's kind to ask "what would MHA/GQA/MQA cost at this width?"; MHA/GQA/MQA

@@ -26,20 +26,16 @@ Max violation MaxVio = max_i load_i / mean_i load_i − 1 measures imbalance (0 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import ModelConfig
+from .config import BALANCE_MODES, ModelConfig
 
 __all__ = ["MLP", "Gate", "MoE", "route", "bias_update", "max_violation", "expert_load",
            "seq_balance_loss", "classic_aux_loss", "simulate_bias_balancing", "capacity_drop",
            "moe_param_counts", "fine_grained_split", "BALANCE_MODES"]
-
-BALANCE_MODES = ("none", "aux_free", "aux", "seq_aux", "aux_free+seq_aux")
 
 
 class MLP(nn.Module):
@@ -133,7 +129,7 @@ def classic_aux_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int
 class Gate(nn.Module):
     """The router: centroids e_i (``weight`` [N_r, dim]) and the selection bias b (a buffer, not trained by SGD)."""
 
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.topk, self.n_groups, self.topk_groups = cfg.n_activated_experts, cfg.n_expert_groups, cfg.n_limited_groups
         self.route_scale = cfg.route_scale
@@ -156,7 +152,7 @@ class MoE(nn.Module):
     ``step_load`` until :meth:`after_step` uses them for the bias update.
     """
 
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.dim, self.n_routed_experts, self.topk = cfg.dim, cfg.n_routed_experts, cfg.n_activated_experts
         self.balance, self.gamma = cfg.balance, cfg.bias_update_speed
