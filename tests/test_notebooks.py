@@ -52,7 +52,25 @@ def test_colab_cell_installs_only_on_colab():
     lines = src.splitlines()
     guard = lines.index('if "google.colab" in sys.modules:')
     assert all(line.startswith("    ") for line in lines[guard + 1:]), "every install step must sit under the Colab guard"
-    assert "git clone" in src and "pip install" in src
+    assert '"git", "clone"' in src and '"pip", "install"' in src
+    cwd = Path.cwd()
+    exec(compile(src, "colab-cell", "exec"), {})        # off Colab: does nothing at all
+    assert Path.cwd() == cwd
+
+
+def test_colab_cell_fails_early_with_a_clear_message(tmp_path, monkeypatch):
+    """A clone that fails stops the cell with what failed and what to do, before any chdir or install."""
+    import types
+    src = sync_notebooks.colab_cell_source(ROOT / "notebooks" / "01_foundations" / "x.ipynb")
+    url = sync_notebooks.settings()["repository"].rstrip("/")
+    bad = (tmp_path / "no-such-repo").as_uri()                 # fails at once, offline
+    src = src.replace(url, bad).replace("/content/", f"{tmp_path}/content/")
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    cwd = Path.cwd()
+    with pytest.raises(RuntimeError, match=r"(?s)git clone of .*no-such-repo.* failed.*What to do: .*pyproject.toml"):
+        exec(compile(src, "colab-cell", "exec"), {})
+    assert Path.cwd() == cwd, "the cell must stop before changing directory"
+    assert not (tmp_path / "content" / url.rsplit("/", 1)[-1] / ".installed").exists()
 
 
 def test_readme_chapter_table_in_sync():

@@ -30,19 +30,35 @@ def settings() -> dict:
 
 
 def colab_cell_source(nb_path: Path) -> str:
+    """The first code cell of every notebook: on Colab, clone and install the course, failing early and clearly.
+
+    Each step runs through ``subprocess`` (not ``!`` shell magics, whose failures the notebook does not see),
+    so a failed clone or install stops the cell with what failed and what to do, before anything else runs.
+    """
     s = settings()
     url, branch = s["repository"].rstrip("/"), s["branch"]
     name = url.rsplit("/", 1)[-1]
     chapter = nb_path.resolve().parent.relative_to(ROOT).as_posix()
     return (
         f"{MARK}: on Colab, fetch the course (code and data) and install it; elsewhere do nothing.\n"
-        "import os, sys\n"
+        "import os, shutil, subprocess, sys\n"
         'if "google.colab" in sys.modules:\n'
-        f'    if not os.path.isdir("/content/{name}"):\n'
-        f"        !git clone --depth 1 --branch {branch} {url} /content/{name}\n"
-        f"        !pip install --quiet -e /content/{name}\n"
-        f'    sys.path.insert(0, "/content/{name}")\n'
-        f'    os.chdir("/content/{name}/{chapter}")'
+        f'    REPO, BRANCH, HOME = "{url}", "{branch}", "/content/{name}"\n'
+        "    def _step(cmd, what, fix):\n"
+        "        r = subprocess.run(cmd, capture_output=True, text=True)\n"
+        "        if r.returncode != 0:\n"
+        '            raise RuntimeError(f"Colab setup: {what} failed:\\n{(r.stderr or r.stdout)[-1500:]}\\nWhat to do: {fix}")\n'
+        '    if not os.path.isfile(f"{HOME}/helpers/__init__.py"):\n'
+        "        shutil.rmtree(HOME, ignore_errors=True)          # a half-finished earlier clone\n"
+        '        _step(["git", "clone", "--depth", "1", "--branch", BRANCH, REPO, HOME], f"git clone of {REPO} (branch {BRANCH})",\n'
+        '              "check that the runtime is online and that this URL is the published course; a fork sets its own "\n'
+        '              "URL in pyproject.toml [tool.course] and runs python tools/sync_notebooks.py (see the README).")\n'
+        '    if not os.path.isfile(f"{HOME}/.installed"):\n'
+        '        _step([sys.executable, "-m", "pip", "install", "--quiet", "-e", HOME], "pip install of the course",\n'
+        '              "re-run this cell; if it fails again, Runtime > Restart session and run it once more.")\n'
+        '        open(f"{HOME}/.installed", "w").close()\n'
+        "    sys.path.insert(0, HOME)\n"
+        f'    os.chdir(f"{{HOME}}/{chapter}")'
     )
 
 
