@@ -1,0 +1,108 @@
+"""Small synthetic tasks that put one mechanism on the critical path (COURSE.md, "How a measurement shows its effect").
+
+The real corpora are too easy or too short, at CPU scale, to need a large KV rank or positions past the trained
+length: a bigram already explains much of them. Each task here can only be solved by the mechanism under test,
+so a model that solves it has measurably used that mechanism, and one that fails measurably has not.
+
+Every task returns ``(x, y)`` int64 tensors [n, T] for :func:`helpers.train.train`: ``y`` holds the target
+token where the task grades a prediction and ``IGNORE = -1`` everywhere else, so the loss and the accuracy
+count only the positions that need the mechanism. Tokens are drawn from a small task vocabulary (size
+:func:`vocab_size`), seeded by a ``torch.Generator``.
+
+- :func:`associative_recall` (multi-query associative recall, MQAR): ``k_1 v_1 … k_P v_P  q_1 a_1 … q_Q a_Q``;
+  each query q is one of the keys and its answer a the value stored with it. The model must keep every pair in its
+  attention state (the KV cache) until the queries come: the rank d_c of MLA's latent, or the number of KV heads,
+  is what limits how many pairs survive.
+- :func:`copy_task`: ``s_1 … s_L  SEP  s_1 … s_L``; predict the second copy. Solved by an induction head that
+  attends to "the token after the previous occurrence of my predecessor" at offset L + 1: a test of what RoPE
+  does at offsets (and absolute positions) never seen in training.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "copy_task", "task_batches", "masked_accuracy"]
+
+IGNORE = -1
+SEP = 0              # separator token; content tokens are 1 … n_symbols
+
+
+def vocab_size(n_symbols: int) -> int:
+    """Task vocabulary: the separator plus ``n_symbols`` content tokens."""
+    return n_symbols + 1
+
+
+def _check_count(name: str, v, low: int = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ValueError(f"{name} must be an int ≥ {low}, got {v!r}")
+
+
+def associative_recall(n: int, n_pairs: int, n_queries: int, n_keys: int = 32, n_values: int = 32,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MQAR sequences: n_pairs distinct keys with random values, then n_queries queries among those keys.
+
+    Keys use tokens 1 … n_keys, values n_keys+1 … n_keys+n_values (so vocab_size(n_keys + n_values)).
+    Length T = 2·(n_pairs + n_queries). Graded positions: each query token, whose target is its value
+    (the next token of x); chance accuracy is 1 / n_values.
+    """
+    for name, v in (("n", n), ("n_pairs", n_pairs), ("n_queries", n_queries), ("n_keys", n_keys), ("n_values", n_values)):
+        _check_count(name, v)
+    if n_pairs > n_keys:
+        raise ValueError(f"n_pairs = {n_pairs} distinct keys need n_keys ≥ {n_pairs}, got n_keys = {n_keys}")
+    if n_queries > n_pairs:
+        raise ValueError(f"n_queries = {n_queries} must be ≤ n_pairs = {n_pairs} (each query asks a different stored key)")
+    g = generator or torch.Generator().manual_seed(0)
+    keys = torch.rand(n, n_keys, generator=g).argsort(dim=1)[:, :n_pairs] + 1          # distinct keys per row
+    values = torch.randint(n_keys + 1, n_keys + n_values + 1, (n, n_pairs), generator=g)
+    ask = torch.rand(n, n_pairs, generator=g).argsort(dim=1)[:, :n_queries]            # which pairs are queried
+    q, a = keys.gather(1, ask), values.gather(1, ask)
+    x = torch.cat([torch.stack([keys, values], 2).flatten(1), torch.stack([q, a], 2).flatten(1)], dim=1)
+    y = torch.full_like(x, IGNORE)
+    start = 2 * n_pairs
+    y[:, start::2] = a                                   # at query position, predict its value
+    return x, y
+
+
+def copy_task(n: int, length: int, n_symbols: int = 32,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s_1 … s_L SEP s_1 … s_L`` with s uniform over 1 … n_symbols; graded: every token of the second copy.
+
+    Length T = 2L + 1; x[:, L] is SEP and the targets are y[:, L + i] = s_{i+1} for i = 0 … L − 1 (the last input
+    position predicts nothing). The first copy cannot be predicted (it is random): chance there is 1 / n_symbols.
+    """
+    _check_count("n", n)
+    _check_count("length", length)
+    _check_count("n_symbols", n_symbols, 2)
+    g = generator or torch.Generator().manual_seed(0)
+    s = torch.randint(1, n_symbols + 1, (n, length), generator=g)
+    x = torch.cat([s, torch.full((n, 1), SEP, dtype=torch.long), s], dim=1)
+    y = torch.full_like(x, IGNORE)
+    y[:, length:2 * length] = s
+    return x, y
+
+
+def task_batches(make, batch_size: int, seed: int = 0, **kw):
+    """A ``get_batch(split)`` function for :func:`helpers.train.train` drawing fresh task sequences.
+
+    ``make`` is :func:`associative_recall` or :func:`copy_task`, ``kw`` its arguments. "train" and "val" draw
+    from two generators seeded differently, so validation sequences are not the training ones.
+    """
+    _check_count("batch_size", batch_size)
+    gens = {"train": torch.Generator().manual_seed(seed), "val": torch.Generator().manual_seed(seed + 10_007)}
+
+    def get_batch(split: str = "train"):
+        if split not in gens:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        return make(batch_size, generator=gens[split], **kw)
+    return get_batch
+
+
+@torch.no_grad()
+def masked_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of graded positions (y ≠ IGNORE) where the argmax of ``logits`` [n, T, V] equals ``y`` [n, T]."""
+    if logits.shape[:2] != y.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(y.shape)} must agree on [n, T]")
+    graded = y != IGNORE
+    if not graded.any():
+        raise ValueError("no graded positions in y (every target is IGNORE)")
+    return (logits.argmax(-1)[graded] == y[graded]).float().mean().item()
