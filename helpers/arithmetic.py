@@ -53,10 +53,28 @@ class Problem:
 
 
 def _tokens(expr: str) -> list[str]:
+    if not isinstance(expr, str):
+        raise TypeError(f"expression must be a str such as '7 + 3 * (8 - 5)', got {type(expr).__name__}")
     toks = re.findall(r"\d+|[-+*()]", expr)
     if "".join(toks) != expr.replace(" ", ""):
         raise ValueError(f"cannot parse expression {expr!r}: only integers, + - * and parentheses are allowed")
-    return toks
+    depth, want_number = 0, True           # grammar: number (op number)*, where a number may be ( ... )
+    for t in toks:
+        if t == "(" and want_number:
+            depth += 1
+        elif t == ")" and not want_number and depth > 0:
+            depth -= 1
+        elif t.isdigit() and want_number:
+            want_number = False
+        elif t in _OPS and not want_number:
+            want_number = True
+        else:
+            break
+    else:
+        if toks and depth == 0 and not want_number:
+            return toks
+    raise ValueError(f"malformed expression {expr!r}: write numbers joined by + - * with balanced parentheses, "
+                     "e.g. '7 + 3 * (8 - 5)'")
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -137,8 +155,15 @@ def generate_problems(
     redrawn), so numbers have at most three digits by default. No two problems share a question, and none has a question in
     ``exclude`` (pass the training corpus's questions to draw a clean held-out set).
     """
+    for name, v in (("n", n), ("seed", seed), ("min_ops", min_ops), ("max_ops", max_ops),
+                    ("max_operand", max_operand), ("max_factor", max_factor), ("max_value", max_value)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ValueError(f"generate_problems: {name} must be an int, got {v!r}; pass a whole number, e.g. {name}=10")
+    if isinstance(exclude, str):
+        raise TypeError("generate_problems: exclude must be a set of question strings, not one str; "
+                        "wrap it: exclude={question}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise ValueError(f"generate_problems: n must be >= 0, got {n}")
     if not 1 <= min_ops <= max_ops:
         raise ValueError(f"need 1 <= min_ops <= max_ops, got min_ops={min_ops}, max_ops={max_ops}")
     if max_value < max_operand:
@@ -170,6 +195,8 @@ _RENDERED = re.compile(r"Q: (?P<q>.+)\nA: (?P<steps>.*) #### (?P<ans>-?\d+)\s*")
 
 def parse_problem(text: str) -> Problem:
     """Inverse of :meth:`Problem.render` (raises ``ValueError`` on text that is not a rendered problem)."""
+    if not isinstance(text, str):
+        raise TypeError(f"parse_problem: text must be a str (a rendered problem), got {type(text).__name__}")
     m = _RENDERED.fullmatch(text)
     if not m:
         raise ValueError(f"not a rendered problem: {text[:80]!r}")
@@ -187,6 +214,9 @@ def extract_answer(text: str) -> int | None:
     further hallucinated problem). The *first* ``####`` counts: a model that answers and then keeps
     generating new ``Q:``/``A:`` pairs is judged on its first answer.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer: text must be a str (a model completion), got {type(text).__name__}; "
+                        "decode the tokens first, e.g. tokenizer.decode(ids)")
     m = _ANSWER.search(text)
     if not m:
         return None
@@ -203,6 +233,8 @@ def check_answer(problem: Problem | int, text: str) -> bool:
     ``problem`` is a :class:`Problem` or the true integer answer. A completion without ``####`` is
     wrong, whatever numbers it contains: the format is part of the task.
     """
-    truth = problem.answer if isinstance(problem, Problem) else int(problem)
+    if not isinstance(problem, Problem) and (not isinstance(problem, int) or isinstance(problem, bool)):
+        raise TypeError(f"check_answer: problem must be a Problem or its int answer, got {problem!r}")
+    truth = problem.answer if isinstance(problem, Problem) else problem
     got = extract_answer(text)
     return got is not None and got == truth

@@ -26,6 +26,10 @@ Two ways to compute the same numbers:
   latent c^KV directly; and Σ_j p_j W^UV_i c_j = W^UV_i Σ_j p_j c_j, so fold W^UV after the attention
   sum. This works only because the RoPE part is decoupled: RoPE applied to k^C would put a
   position-dependent rotation between W^UQ and W^UK and nothing fixed could be folded.
+
+Training-time attention (the naive MLA path and MHA/GQA) goes through :func:`attend`: PyTorch's fused
+``scaled_dot_product_attention`` on the fast path (the default, see ``helpers.runtime.fast_path``), and
+softmax(q kᵀ · scale + mask) v written out on the reference path. The absorbed path is always written out.
 """
 from __future__ import annotations
 
@@ -36,9 +40,10 @@ from torch import nn
 from .config import ModelConfig
 from .norm import RMSNorm
 from .rope import apply_rotary_emb
+from .runtime import fast_path
 
 
-__all__ = ["GQA", "MLA", "causal_mask", "kv_cache_elements_per_token", "kv_cache_bytes_per_token",
+__all__ = ["GQA", "MLA", "attend", "causal_mask", "kv_cache_elements_per_token", "kv_cache_bytes_per_token",
            "cache_elements_per_token"]
 
 
@@ -52,6 +57,24 @@ def causal_mask(seqlen: int, start_pos: int, device=None) -> torch.Tensor | None
     i = torch.arange(seqlen, device=device)[:, None] + start_pos
     j = torch.arange(start_pos + seqlen, device=device)[None, :]
     return j <= i
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+           mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    """softmax(q kᵀ · scale + M) v for q [b, h, t, d], k [b, h, s, d], v [b, h, s, d_v] → [b, h, t, d_v].
+
+    M is 0 where ``mask`` [t, s] is True and −∞ elsewhere; ``causal=True`` (with no mask) means query i sees
+    keys j ≤ i. Fast path: ``F.scaled_dot_product_attention``; reference path: the formula as written.
+    """
+    if fast_path():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
+    scores = (q @ k.transpose(-2, -1)) * scale                                    # [b, h, t, s]
+    if causal and mask is None:
+        mask = causal_mask(q.shape[-2], k.shape[-2] - q.shape[-2], q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    p = scores.softmax(dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).type_as(q)
+    return p @ v
 
 
 class _Cached(nn.Module):
@@ -112,8 +135,7 @@ class GQA(_Cached):
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
         s = k.shape[2]
         mask = None if s == t else causal_mask(t, s - t, x.device)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and t > 1,
-                                           scale=self.softmax_scale)
+        o = attend(q, k, v, self.softmax_scale, mask, causal=t > 1)
         return self.wo(o.transpose(1, 2).flatten(2))
 
 
@@ -175,9 +197,8 @@ class MLA(_Cached):
             k_nope, v = self.wkv_b(kv).view(b, s, h, dn + dv).split([dn, dv], dim=-1)
             k = torch.cat([k_nope, k_pe.unsqueeze(2).expand(b, s, h, dr)], dim=-1)
             qf = torch.cat([q_nope, q_pe], dim=-1)
-            o = F.scaled_dot_product_attention(qf.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               attn_mask=mask, is_causal=mask is None and t > 1,
-                                               scale=self.softmax_scale).transpose(1, 2)
+            o = attend(qf.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.softmax_scale, mask,
+                       causal=t > 1).transpose(1, 2)
         elif self.attn_impl == "absorb":
             w = self.wkv_b.weight.view(h, dn + dv, self.kv_lora_rank)
             q_lat = torch.einsum("bshd,hdc->bshc", q_nope, w[:, :dn])             # W^UKᵀ q^C

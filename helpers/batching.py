@@ -78,15 +78,18 @@ def _load_cache():
 
 
 def _check_sizes(batch_size: int, block_size: int) -> None:
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not (isinstance(block_size, int) and block_size >= 1):
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}; e.g. batch_size=16")
+    if not (isinstance(block_size, int) and not isinstance(block_size, bool) and block_size >= 1):
+        raise ValueError(f"block_size must be a positive int (tokens per row), got {block_size!r}; e.g. block_size=128")
 
 
 def _check_tokens(tokens: torch.Tensor, block_size: int, what: str = "token stream") -> None:
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
-        raise ValueError(f"{what} must be a 1-D tensor of token ids")
+        raise ValueError(f"{what} must be a 1-D tensor of token ids; build it with torch.tensor(ids)")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise ValueError(f"{what} must hold integer token ids, got dtype {tokens.dtype}; "
+                         "convert with .long() if they are whole numbers")
     if len(tokens) < block_size + 1:
         raise ValueError(f"{what} has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}: "
                          f"use a block_size below {len(tokens)}")
@@ -118,10 +121,15 @@ def pack_documents(docs, block_size: int, eot_id: int) -> torch.Tensor:
     the ``<|endoftext|>`` token tells the model where one document ends and the next begins.
     """
     _check_sizes(1, block_size)
+    if not (isinstance(eot_id, int) and not isinstance(eot_id, bool) and eot_id >= 0):
+        raise ValueError(f"pack_documents: eot_id must be an int token id ≥ 0, got {eot_id!r}; use tokenizer.eot_id")
     parts = []
-    for d in docs:
-        t = torch.as_tensor(d, dtype=torch.long).reshape(-1)
-        parts += [t, torch.tensor([eot_id])]
+    for i, d in enumerate(docs):
+        t = torch.as_tensor(d).reshape(-1)
+        if t.numel() and (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool):
+            raise ValueError(f"pack_documents: document {i} holds {t.dtype} values, not token ids; "
+                             "pass the integer ids from tokenizer.encode")
+        parts += [t.long(), torch.tensor([eot_id])]
     if not parts:
         raise ValueError("pack_documents got no documents")
     flat = torch.cat(parts)
@@ -143,6 +151,8 @@ class MixtureSampler:
 
     def __init__(self, splits: dict, weights: dict, batch_size: int, block_size: int, seed: int = 1234, device=None):
         _check_sizes(batch_size, block_size)
+        if not (isinstance(seed, int) and not isinstance(seed, bool)):
+            raise ValueError(f"MixtureSampler: seed must be an int, got {seed!r}; e.g. seed=1234")
         if not isinstance(weights, dict) or not weights:
             raise ValueError(f"weights must be a non-empty dict {{domain: weight}}, got {weights!r}")
         unknown = [d for d in weights if d not in splits]
@@ -187,6 +197,10 @@ class MixtureSampler:
         return {s: g.get_state() for s, g in self._gens.items()}
 
     def load_state_dict(self, state: dict) -> None:
+        if not (isinstance(state, dict) and all(s in state for s in self._gens)):
+            raise ValueError(f"MixtureSampler.load_state_dict: state must be the dict from state_dict(), with keys "
+                             f"{list(self._gens)}; got {type(state).__name__}"
+                             + (f" with keys {list(state)}" if isinstance(state, dict) else ""))
         for s, g in self._gens.items():
             g.set_state(state[s])
 

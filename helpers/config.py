@@ -63,6 +63,15 @@ class ModelConfig:
             if not cond:
                 raise ValueError(f"ModelConfig: {msg}")
 
+        # every int field holds an int (not a bool or 2.5), every float field a finite number (not NaN or inf)
+        for f in self.__dataclass_fields__.values():
+            v = getattr(self, f.name)
+            if f.type in ("int", int):
+                need(isinstance(v, int) and not isinstance(v, bool),
+                     f"{f.name} must be an int, got {v!r}; pass a whole number (default {f.default})")
+            elif f.type in ("float", float):
+                need(isinstance(v, (int, float)) and not isinstance(v, bool) and float("-inf") < v < float("inf"),
+                     f"{f.name} must be a finite number, got {v!r}; pass a real value (default {f.default})")
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len"):
             v = getattr(self, name)
             need(isinstance(v, int) and v > 0, f"{name} must be a positive int, got {v!r}")
@@ -117,8 +126,10 @@ class ModelConfig:
         need(self.mtp_depth >= 0 and self.mtp_lambda >= 0,
              f"mtp_depth and mtp_lambda must be ≥ 0, got {self.mtp_depth}, {self.mtp_lambda}")
         need(self.mtp_depth < self.max_seq_len, f"mtp_depth = {self.mtp_depth} must be < max_seq_len")
-        need(self.rope_theta > 1, f"rope_theta must be > 1, got {self.rope_theta}")
-        need(self.init_std > 0, f"init_std must be positive, got {self.init_std}")
+        need(self.rope_theta > 1, f"rope_theta must be > 1, got {self.rope_theta}; the usual value is 10000.0")
+        need(self.init_std > 0, f"init_std must be positive, got {self.init_std}; GPT-2 uses 0.02")
+        need(self.norm_eps > 0, f"norm_eps must be > 0 (it keeps RMSNorm from dividing by zero), got {self.norm_eps}; "
+                                "use a small value such as 1e-6")
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property

@@ -18,6 +18,8 @@ other, as in the report). Field names follow DeepSeek-V3's inference/model.py Mo
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,11 +28,39 @@ from .attention import GQA, MLA, cache_elements_per_token
 from .config import ModelConfig, deepseek_v3_config
 from .moe import MLP, MoE
 from .norm import RMSNorm
+from .objective import linear_cross_entropy
 from .rope import apply_rotary_emb, precompute_freqs_cis
+from .runtime import fast_path
 
 __all__ = ["ModelConfig", "RMSNorm", "MLP", "MoE", "MLA", "GQA", "Block", "MTPModule", "Transformer",
            "count_params", "deepseek_v3_config", "apply_rotary_emb", "precompute_freqs_cis",
-           "cache_elements_per_token"]
+           "cache_elements_per_token", "check_token_ids"]
+
+
+def check_token_ids(ids, vocab_size: int, name: str = "idx", where: str = "forward", allow_ignore: bool = False) -> None:
+    """Raise a clear error unless ``ids`` is a non-empty [batch, seq] integer tensor of ids in [0, vocab_size)
+    (``allow_ignore``: targets may also be −1, the ignore_index of the loss). Called before any work is done,
+    so a bad batch never reaches the embedding (where it would be an IndexError, or a CUDA device assert)."""
+    if not torch.is_tensor(ids):
+        raise TypeError(f"{where}: {name} must be a torch tensor of token ids, got {type(ids).__name__}; "
+                        f"build it with torch.tensor(ids, dtype=torch.long)")
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{where}: {name} must hold integer token ids, got dtype {ids.dtype}; "
+                        f"convert it with {name}.long() (token ids are whole numbers)")
+    if ids.dim() != 2:
+        raise ValueError(f"{where}: {name} must be [batch, seq] token ids, got shape {tuple(ids.shape)}; "
+                         f"add a batch dimension with {name}[None] for a single sequence")
+    if ids.numel() == 0:
+        raise ValueError(f"{where}: {name} is empty (shape {tuple(ids.shape)}); pass at least one row of at least "
+                         "one token")
+    lo = -1 if allow_ignore else 0
+    bad = (ids < lo) | (ids >= vocab_size)
+    if bool(bad.any()):
+        value = int(ids[bad][0])
+        allowed = f"0 … {vocab_size - 1} (or −1 = ignore)" if allow_ignore else f"0 … {vocab_size - 1}"
+        raise ValueError(f"{where}: {name} holds token id {value}, outside {allowed} for vocab_size = {vocab_size}; "
+                         "encode with the tokenizer the model was built for, or build the model with a larger "
+                         "vocab_size")
 
 
 class Block(nn.Module):
@@ -113,35 +143,59 @@ class Transformer(nn.Module):
         """All MoE layers, main model first, then the MTP modules'."""
         return [m for m in self.modules() if isinstance(m, MoE)]
 
+    def _check_inputs(self, idx, targets, start_pos: int) -> None:
+        """forward's argument checks, all before any computation (see check_token_ids)."""
+        v = self.cfg.vocab_size
+        check_token_ids(idx, v, "idx")
+        if not (isinstance(start_pos, int) and not isinstance(start_pos, bool) and start_pos >= 0):
+            raise ValueError(f"forward: start_pos must be an int ≥ 0 (the position of idx's first token), "
+                             f"got {start_pos!r}; use 0 unless you decode with a cache")
+        t = idx.shape[1]
+        if start_pos + t > self.cfg.max_seq_len:
+            raise ValueError(f"forward: positions up to {start_pos + t} exceed max_seq_len = {self.cfg.max_seq_len}; "
+                             "pass fewer tokens (keep the last ones: idx[:, -n:]) or build the model with a larger "
+                             "max_seq_len (RoPE tables are precomputed up to it)")
+        if targets is None:
+            return
+        check_token_ids(targets, v, "targets", allow_ignore=True)
+        if targets.shape != idx.shape:
+            raise ValueError(f"forward: targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}; "
+                             "targets[b, i] is the token that follows idx[b, i]")
+        if self.mtp and start_pos == 0 and t <= self.cfg.mtp_depth:
+            raise ValueError(f"forward: MTP depth {self.cfg.mtp_depth} needs sequences longer than "
+                             f"{self.cfg.mtp_depth} tokens to have a target, got {t}; use longer rows or mtp_depth=0")
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, start_pos: int = 0,
                 return_hidden: bool = False) -> dict:
-        if idx.dim() != 2:
-            raise ValueError(f"idx must be [batch, seq] token ids, got shape {tuple(idx.shape)}")
+        self._check_inputs(idx, targets, start_pos)
         b, t = idx.shape
-        if start_pos + t > self.cfg.max_seq_len:
-            raise ValueError(f"positions up to {start_pos + t} exceed max_seq_len = {self.cfg.max_seq_len}; "
-                             "build the model with a larger max_seq_len (RoPE tables are precomputed up to it)")
         freqs = self.freqs_cis(idx.device)[start_pos:start_pos + t]
         h = self.embed(idx)
         for layer in self.layers:
             h = layer(h, freqs, start_pos)
-        logits = self.head(self.norm(h))
+        fused = targets is not None and fast_path()     # fast path: head + loss in one chunked pass (objective.py)
+        if fused:
+            main_loss, logits = linear_cross_entropy(self.norm(h).flatten(0, 1), self.head.weight, targets.flatten())
+            logits = logits.view(b, t, -1)
+        else:
+            logits = self.head(self.norm(h))
         out = {"logits": logits}
         if return_hidden:
             out["hidden"] = h
         if targets is None:
             return out
-        if targets.shape != idx.shape:
-            raise ValueError(f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
         v = self.cfg.vocab_size
-        main_loss = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), ignore_index=-1)
+        if not fused:
+            main_loss = F.cross_entropy(logits.float().reshape(-1, v), targets.reshape(-1), ignore_index=-1)
         mtp_losses = []
         if self.mtp and start_pos == 0:
-            if t <= self.cfg.mtp_depth:
-                raise ValueError(f"MTP depth {self.cfg.mtp_depth} needs sequences longer than {self.cfg.mtp_depth} tokens")
             h_prev = h
             for k, module in enumerate(self.mtp, start=1):
                 h_prev = module(h_prev[:, :t - k], self.embed(idx[:, k:]), freqs[:t - k])
+                if fused:
+                    mtp_losses.append(linear_cross_entropy(self.norm(h_prev).flatten(0, 1), self.head.weight,
+                                                           targets[:, k:].reshape(-1), return_logits=False)[0])
+                    continue
                 lk = self.head(self.norm(h_prev)).float()
                 mtp_losses.append(F.cross_entropy(lk.reshape(-1, v), targets[:, k:].reshape(-1), ignore_index=-1))
         mtp_loss = torch.stack(mtp_losses).mean() if mtp_losses else main_loss.new_zeros(())
@@ -176,9 +230,15 @@ class Transformer(nn.Module):
     # -- generation with a cache --------------------------------------------------------------------
     def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=torch.float32) -> None:
         """Allocate the per-layer inference caches (latent c^KV and k^R for MLA; K and V for MHA/GQA)."""
+        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+            raise ValueError(f"setup_cache: batch_size must be an int ≥ 1, got {batch_size!r}; pass the number of "
+                             "sequences you will decode")
         max_len = max_len or self.cfg.max_seq_len
+        if not (isinstance(max_len, int) and not isinstance(max_len, bool) and 1 <= max_len):
+            raise ValueError(f"setup_cache: max_len must be an int ≥ 1 (or None = max_seq_len), got {max_len!r}")
         if max_len > self.cfg.max_seq_len:
-            raise ValueError(f"cache length {max_len} exceeds max_seq_len = {self.cfg.max_seq_len}")
+            raise ValueError(f"setup_cache: cache length {max_len} exceeds max_seq_len = {self.cfg.max_seq_len}; "
+                             "use a shorter max_len or a model with a larger max_seq_len")
         dev = self.embed.weight.device
         for layer in self.layers:
             layer.attn.setup_cache(batch_size, max_len, device=dev, dtype=dtype)
@@ -195,9 +255,26 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after ``idx`` [B, T] (greedy when temperature = 0)."""
+        """Sample ``max_new_tokens`` tokens after ``idx`` [B, T] (greedy when temperature = 0).
+
+        ``top_k``: sample only among the k most likely tokens (None = all). Every argument is checked
+        before anything runs (an empty prompt, a negative temperature, top_k = 0 ... raise ValueError).
+        """
+        check_token_ids(idx, self.cfg.vocab_size, "idx", where="generate")
+        if not (isinstance(max_new_tokens, int) and not isinstance(max_new_tokens, bool) and max_new_tokens >= 0):
+            raise ValueError(f"generate: max_new_tokens must be an int ≥ 0, got {max_new_tokens!r}; "
+                             "pass a whole number such as max_new_tokens=50")
+        if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+                and math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"generate: temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}; "
+                             "use temperature=0 for greedy decoding or a positive value (e.g. 1.0) to sample")
+        if top_k is not None and not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1):
+            raise ValueError(f"generate: top_k must be None (no limit) or an int ≥ 1, got {top_k!r}; "
+                             "use top_k=None to sample from all tokens, or e.g. top_k=50")
         if idx.shape[1] + max_new_tokens > self.cfg.max_seq_len:
-            raise ValueError(f"prompt {idx.shape[1]} + {max_new_tokens} new tokens exceed max_seq_len = {self.cfg.max_seq_len}")
+            raise ValueError(f"generate: prompt {idx.shape[1]} + {max_new_tokens} new tokens exceed max_seq_len = "
+                             f"{self.cfg.max_seq_len}; ask for fewer tokens or keep only the prompt's last "
+                             f"{max(self.cfg.max_seq_len - max_new_tokens, 0)} tokens (idx[:, -n:])")
         was_training = self.training
         self.eval()
         try:

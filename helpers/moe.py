@@ -22,6 +22,13 @@ Balancing, chosen by ``balance``:
 - "aux_free+seq_aux": both, as DeepSeek-V3 trains (α tiny);
 - "none": nothing.
 Max violation MaxVio = max_i load_i / mean_i load_i − 1 measures imbalance (0 = perfect).
+
+Dispatch (who computes what). Each token needs only its K_r experts. The reference path
+(:meth:`MoE.dispatch_loop`, used when ``helpers.runtime.fast_path()`` is off) loops over experts and
+finds each one's tokens with ``torch.where``; the fast path (:meth:`MoE.dispatch_sorted`, the default)
+sorts the n·K_r (token, slot) assignments by expert once, so that every expert's tokens form one
+contiguous slice: gather the rows once, run expert i on slice i, scale by the gate values, add back once.
+Both compute Σ_i g_{i,t} FFN_i^(r)(u_t) exactly (same gradients, float rounding aside).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BALANCE_MODES, ModelConfig
+from .runtime import fast_path
 
 __all__ = ["MLP", "Gate", "MoE", "route", "bias_update", "max_violation", "expert_load",
            "seq_balance_loss", "classic_aux_loss", "simulate_bias_balancing", "capacity_drop",
@@ -181,16 +189,37 @@ class MoE(nn.Module):
         if self.balance == "aux":
             aux = aux + self.aux_loss_alpha * classic_aux_loss(logits, indices, self.n_routed_experts, self.topk)
         self.aux_loss = aux
-        y = torch.zeros_like(xf)
         counts = load.long().tolist()
+        dispatch = self.dispatch_sorted if fast_path() else self.dispatch_loop
+        y = dispatch(xf, weights, indices, counts)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(xf)
+        return y.view(shape)
+
+    def dispatch_loop(self, xf: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+                      counts: list[int]) -> torch.Tensor:
+        """Reference: y_t = Σ_i g_{i,t} FFN_i(x_t), one expert at a time (find its tokens, compute, add back)."""
+        y = torch.zeros_like(xf)
         for i, expert in enumerate(self.experts):
             if counts[i] == 0:
                 continue
             tok, slot = torch.where(indices == i)
             y.index_add_(0, tok, expert(xf[tok]) * weights[tok, slot, None])
-        if self.shared_experts is not None:
-            y = y + self.shared_experts(xf)
-        return y.view(shape)
+        return y
+
+    def dispatch_sorted(self, xf: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor,
+                        counts: list[int]) -> torch.Tensor:
+        """Fast: the same sum with the n·K assignments sorted by expert (one gather, one scatter-add).
+
+        order = argsort(expert of each assignment); tok = order // K is the token of each sorted assignment;
+        rows tok[c_0 + … + c_{i−1} : c_0 + … + c_i] are expert i's (c_i = counts[i]).
+        """
+        order = indices.flatten().argsort(stable=True)
+        tok = order // indices.shape[1]
+        xs = xf[tok]                                                        # gathered once, grouped by expert
+        out = torch.cat([expert(rows) for expert, rows in zip(self.experts, xs.split(counts)) if len(rows)])
+        out = out * weights.flatten()[order, None]                          # g_{i,t} FFN_i(x_t)
+        return torch.zeros_like(xf).index_add_(0, tok, out)                 # Σ over each token's K experts
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -19,12 +19,31 @@ the first 469B tokens; the report does not give the ramp's shape, we take it lin
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable
 
 import torch
 
 __all__ = ["AdamW", "param_groups", "clip_grad_norm_", "lr_at", "SCHEDULES",
            "deepseek_v3_lr", "deepseek_v3_batch_size", "DEEPSEEK_V3_SCHEDULE"]
+
+
+def _finite(v) -> bool:
+    """A real number (not a bool), neither NaN nor ±inf."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_group(group: dict, where: str) -> None:
+    """Raise a clear error for hyper-parameters that would silently damage the weights (NaN, inf, out of range)."""
+    lr, betas, eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if not (_finite(lr) and lr >= 0):
+        raise ValueError(f"{where}: lr must be a finite number ≥ 0, got {lr!r}; typical values are 1e-4 … 1e-2")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"{where}: betas must be two numbers in [0, 1), got {betas!r}; the report uses (0.9, 0.95)")
+    if not (_finite(eps) and eps > 0):
+        raise ValueError(f"{where}: eps must be a finite number > 0, got {eps!r}; e.g. 1e-8")
+    if not (_finite(wd) and wd >= 0):
+        raise ValueError(f"{where}: weight_decay must be a finite number ≥ 0, got {wd!r}; use 0 for no decay")
 
 
 class AdamW(torch.optim.Optimizer):
@@ -36,16 +55,10 @@ class AdamW(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                  weight_decay: float = 0.1, decoupled: bool = True):
-        if not (isinstance(lr, (int, float)) and lr >= 0):
-            raise ValueError(f"AdamW: lr must be a number ≥ 0, got {lr!r}")
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AdamW: betas must be two numbers in [0, 1), got {betas!r}")
-        if eps <= 0:
-            raise ValueError(f"AdamW: eps must be > 0, got {eps}")
-        if weight_decay < 0:
-            raise ValueError(f"AdamW: weight_decay must be ≥ 0, got {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      decoupled=decoupled))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled))
+        for group in self.param_groups:       # per-group values (e.g. from param_groups) override the defaults
+            _check_group(group, "AdamW")
+            group["betas"] = tuple(group["betas"])
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -53,6 +66,8 @@ class AdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        for group in self.param_groups:       # all groups checked before any parameter changes
+            _check_group(group, "AdamW.step")
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -83,6 +98,9 @@ class AdamW(torch.optim.Optimizer):
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices (≥ 2-D: linear and embedding weights) decayed, vectors (norm gains, biases) not."""
+    if not (_finite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"param_groups: weight_decay must be a finite number ≥ 0, got {weight_decay!r}; "
+                         "use 0 for no decay (the report uses 0.1)")
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -125,12 +143,22 @@ def lr_at(step: int, *, lr: float, steps: int, warmup_steps: int = 0, min_lr: fl
                   steps (the shape of the report's schedule: long constant phase, late decay).
     ``min_lr`` defaults to lr/10 (the report decays 2.2e-4 → 2.2e-5).
     """
+    def whole(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}: choose one of {SCHEDULES}")
-    if steps <= 0 or warmup_steps < 0 or warmup_steps > steps:
-        raise ValueError(f"need steps > 0 and 0 ≤ warmup_steps ≤ steps, got steps={steps}, warmup_steps={warmup_steps}")
-    if not 0 < decay_frac <= 1:
-        raise ValueError(f"decay_frac must be in (0, 1], got {decay_frac}")
+        raise ValueError(f"lr_at: unknown schedule {schedule!r}: choose one of {SCHEDULES}")
+    if not (whole(steps) and steps > 0 and whole(warmup_steps) and 0 <= warmup_steps <= steps):
+        raise ValueError(f"lr_at: need ints steps > 0 and 0 ≤ warmup_steps ≤ steps, got steps={steps!r}, "
+                         f"warmup_steps={warmup_steps!r}; shorten the warm-up or train longer")
+    if not (_finite(step) and step >= 0):
+        raise ValueError(f"lr_at: step must be a number ≥ 0 (the 0-based optimizer step), got {step!r}")
+    if not (_finite(lr) and lr >= 0):
+        raise ValueError(f"lr_at: lr must be a finite number ≥ 0, got {lr!r}; typical values are 1e-4 … 1e-2")
+    if not (min_lr is None or (_finite(min_lr) and 0 <= min_lr <= lr)):
+        raise ValueError(f"lr_at: min_lr must be in [0, lr = {lr}] (or None for lr / 10), got {min_lr!r}")
+    if not (_finite(decay_frac) and 0 < decay_frac <= 1):
+        raise ValueError(f"lr_at: decay_frac must be in (0, 1], got {decay_frac!r}; e.g. 0.2")
     min_lr = lr / 10 if min_lr is None else min_lr
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
@@ -154,7 +182,9 @@ DEEPSEEK_V3_SCHEDULE = dict(
 def deepseek_v3_batch_size(tokens: float) -> int:
     """Sequences per batch after ``tokens`` tokens: 3072 → 15360 over the first 469B tokens (linear: our assumption)."""
     s = DEEPSEEK_V3_SCHEDULE
-    f = min(max(tokens / s["batch_ramp_tokens"], 0.0), 1.0)
+    if not (_finite(tokens) and tokens >= 0):
+        raise ValueError(f"deepseek_v3_batch_size: tokens must be a finite number ≥ 0 (tokens seen), got {tokens!r}")
+    f = min(tokens / s["batch_ramp_tokens"], 1.0)
     return int(round(s["batch_start"] + f * (s["batch_end"] - s["batch_start"])))
 
 
@@ -172,8 +202,9 @@ WARMUP_TOKENS = _warmup_tokens()
 def deepseek_v3_lr(tokens: float) -> float:
     """The report's learning rate after ``tokens`` tokens of pre-training (warm-up measured in tokens via the ramp)."""
     s = DEEPSEEK_V3_SCHEDULE
-    if tokens < 0 or tokens > s["total_tokens"] * (1 + 1e-9):
-        raise ValueError(f"tokens must be in [0, {s['total_tokens']:.3g}], got {tokens:.3g}")
+    if not (_finite(tokens) and 0 <= tokens <= s["total_tokens"] * (1 + 1e-9)):
+        raise ValueError(f"deepseek_v3_lr: tokens must be a number in [0, {s['total_tokens']:.3g}] (the report's "
+                         f"14.8T pre-training tokens), got {tokens!r}")
     if tokens < WARMUP_TOKENS:
         return s["peak_lr"] * tokens / WARMUP_TOKENS
     if tokens < s["constant_until"]:

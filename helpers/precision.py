@@ -40,6 +40,16 @@ class FloatFormat:
     ieee: bool = True              # False: E4M3FN-style (top exponent holds finite values, no inf)
     torch_dtype: str | None = None
 
+    def __post_init__(self):
+        # quantize() computes in float64, so a format can have at most float64's 11 exponent and 52 mantissa bits
+        if not (isinstance(self.exp_bits, int) and not isinstance(self.exp_bits, bool) and 2 <= self.exp_bits <= 11):
+            raise ValueError(f"FloatFormat {self.name!r}: exp_bits must be an int in [2, 11], got {self.exp_bits!r}; "
+                             "a float needs at least 2 exponent bits (FP8 E4M3 has 4, bf16 8, float64 11)")
+        low = 0 if self.ieee else 1      # E4M3FN-style: the top binade's last code is NaN, so it needs a mantissa bit
+        if not (isinstance(self.man_bits, int) and not isinstance(self.man_bits, bool) and low <= self.man_bits <= 52):
+            raise ValueError(f"FloatFormat {self.name!r}: man_bits must be an int in [{low}, 52], got {self.man_bits!r}; "
+                             "e.g. 3 for E4M3, 7 for bf16, 23 for fp32")
+
     @property
     def bits(self) -> int:
         return 1 + self.exp_bits + self.man_bits
@@ -77,6 +87,8 @@ class FloatFormat:
     def spacing(self, x: float) -> float:
         """Distance from |x| to the next representable number above it (the unit in the last place)."""
         a = abs(float(x))
+        if not math.isfinite(a):
+            raise ValueError(f"spacing: x must be a finite number, got {x!r}; the spacing of inf or NaN is undefined")
         e = max(math.floor(math.log2(a)), 1 - self.bias) if a > 0 else 1 - self.bias
         return 2.0 ** (e - self.man_bits)
 
@@ -108,7 +120,7 @@ def quantize(x: torch.Tensor, fmt, saturate: bool = False) -> torch.Tensor:
     Returns float64. Overflow gives ±inf (IEEE formats) or NaN (E4M3FN), or ±max with ``saturate=True``.
     """
     f = get_format(fmt)
-    x = x.detach().to(torch.float64)
+    x = torch.as_tensor(x).detach().to(torch.float64)
     a = x.abs()
     e = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a)))).clamp(min=1 - f.bias)
     step = torch.exp2(e - f.man_bits)
@@ -125,8 +137,11 @@ def representable_values(fmt, lo: float = 0.0, hi: float | None = None, max_coun
     """All non-negative finite values of ``fmt`` in [lo, hi] (float64, ascending), enumerated by exponent and fraction."""
     f = get_format(fmt)
     hi = f.max if hi is None else hi
-    if lo < 0 or hi < lo:
-        raise ValueError(f"need 0 ≤ lo ≤ hi, got lo={lo}, hi={hi}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise ValueError(f"representable_values: need finite 0 ≤ lo ≤ hi, got lo={lo}, hi={hi}; "
+                         f"e.g. lo=0, hi=None (up to {f.name}'s max {f.max:g})")
+    if not (isinstance(max_count, int) and not isinstance(max_count, bool) and max_count >= 1):
+        raise ValueError(f"representable_values: max_count must be an int ≥ 1, got {max_count!r}")
     vals = []
     frac = torch.arange(2 ** f.man_bits, dtype=torch.float64) / 2 ** f.man_bits
     top = 2 ** f.exp_bits - (2 if f.ieee else 1)
@@ -155,7 +170,9 @@ def precision_report(fmt, scale: float, x: torch.Tensor, saturate: bool = False)
     f = get_format(fmt)
     if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    x = x.detach().to(torch.float64).flatten()
+    x = torch.as_tensor(x).detach().to(torch.float64).flatten()
+    if x.numel() == 0:
+        raise ValueError("precision_report: x is empty; pass the tensor whose storage you want to measure")
     xs = x * scale
     q = quantize(xs, f, saturate=saturate)
     over = xs.abs() > f.max if saturate else ~torch.isfinite(q)
@@ -221,8 +238,9 @@ def bytes_per_param(policy: str) -> int:
 
 def training_state_bytes(n_params: int, policy: str) -> dict:
     """Bytes of weights, gradients, master weights and moments for ``n_params`` parameters (no activations)."""
-    if n_params < 0:
-        raise ValueError(f"n_params must be ≥ 0, got {n_params}")
+    if not (isinstance(n_params, int) and not isinstance(n_params, bool) and n_params >= 0):
+        raise ValueError(f"training_state_bytes: n_params must be an int ≥ 0, got {n_params!r}; "
+                         "e.g. sum(p.numel() for p in model.parameters())")
     per = POLICIES[policy] if policy in POLICIES else bytes_per_param(policy)
     out = {k: v * n_params for k, v in per.items()}
     out["total"] = sum(out.values())
@@ -237,8 +255,10 @@ def accumulate_updates(w0, update, n: int, fmt, every: int = 0):
     With ``every`` > 0 also returns the trajectory [n // every + 1, ...] sampled every ``every`` steps.
     """
     f = get_format(fmt)
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int ≥ 0, got {n!r}")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        raise ValueError(f"accumulate_updates: n must be an int ≥ 0 (the number of updates), got {n!r}")
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 0):
+        raise ValueError(f"accumulate_updates: every must be an int ≥ 0 (0 = no trajectory), got {every!r}")
     w = quantize(torch.as_tensor(w0, dtype=torch.float64), f)
     u = torch.as_tensor(update, dtype=torch.float64)
     if u.shape != w.shape and u.numel() != 1:

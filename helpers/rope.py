@@ -13,17 +13,25 @@ report uses RoPE on the decoupled key/query parts of MLA).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["rope_frequencies", "precompute_freqs_cis", "apply_rotary_emb", "relative_scores"]
 
 
+def _check(dim, theta, where: str) -> None:
+    if not (isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 and dim % 2 == 0):
+        raise ValueError(f"{where}: dim must be a positive even int (RoPE rotates pairs), got {dim!r}; "
+                         "use the head's rotated size, e.g. 16")
+    if not (isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 1):
+        raise ValueError(f"{where}: theta (rope_theta) must be a finite number > 1, got {theta!r}; "
+                         "the usual value is 10000.0")
+
+
 def rope_frequencies(dim: int, theta: float = 10000.0) -> torch.Tensor:
     """The d/2 angular frequencies θ_j = theta^(−2j/d) (float32, shape [dim // 2])."""
-    if dim <= 0 or dim % 2:
-        raise ValueError(f"RoPE needs a positive even dimension (it rotates pairs), got {dim}")
-    if theta <= 1:
-        raise ValueError(f"rope_theta must be > 1, got {theta}")
+    _check(dim, theta, "rope_frequencies")
     return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
 
 
@@ -33,13 +41,13 @@ def precompute_freqs_cis(dim: int, max_seq_len: int, theta: float = 10000.0,
 
     complex64 by default (as the reference code); ``dtype=torch.float64`` gives complex128 for exact checks.
     """
-    if max_seq_len <= 0:
-        raise ValueError(f"max_seq_len must be positive, got {max_seq_len}")
+    _check(dim, theta, "precompute_freqs_cis")
+    if not (isinstance(max_seq_len, int) and not isinstance(max_seq_len, bool) and max_seq_len > 0):
+        raise ValueError(f"precompute_freqs_cis: max_seq_len must be a positive int (positions 0 … max_seq_len − 1), "
+                         f"got {max_seq_len!r}")
     if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=dtype) / dim)) if dtype == torch.float64 else \
-        rope_frequencies(dim, theta)
-    rope_frequencies(dim, theta)  # validates dim and theta
+        raise ValueError(f"precompute_freqs_cis: dtype must be torch.float32 or torch.float64, got {dtype}")
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=dtype) / dim))
     t = torch.arange(max_seq_len, dtype=dtype)
     return torch.polar(torch.ones(max_seq_len, dim // 2, dtype=dtype), torch.outer(t, freqs))
 
@@ -50,6 +58,12 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     Pairs are consecutive elements (2j, 2j+1), exactly as in DeepSeek-V3's reference code. Computed in
     float32 (float64 for float64 inputs) and returned in x's dtype.
     """
+    if x.dim() not in (3, 4):
+        raise ValueError(f"apply_rotary_emb: x must be [batch, seq, heads, d] or [batch, seq, d], got shape "
+                         f"{tuple(x.shape)}; add a batch dimension with x[None]")
+    if not freqs_cis.is_complex():
+        raise TypeError(f"apply_rotary_emb: freqs_cis must be the complex tensor from precompute_freqs_cis, "
+                        f"got dtype {freqs_cis.dtype}")
     if x.shape[-1] % 2:
         raise ValueError(f"apply_rotary_emb: last dimension must be even, got {x.shape[-1]}")
     seq = x.shape[1]
@@ -71,9 +85,10 @@ def relative_scores(q: torch.Tensor, k: torch.Tensor, offsets, theta: float = 10
     evaluates that closed form (used for the RoPE widget; tests check it against explicit rotations).
     """
     if q.shape != k.shape or q.dim() != 1:
-        raise ValueError(f"q and k must be 1-D vectors of the same size, got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(f"relative_scores: q and k must be 1-D vectors of the same size, got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}")
+    _check(q.numel(), theta, "relative_scores")
     freqs = 1.0 / (theta ** (torch.arange(0, q.numel(), 2, dtype=torch.float64) / q.numel()))
-    rope_frequencies(q.numel(), theta)  # validates
     zq = torch.view_as_complex(q.double().reshape(-1, 2).contiguous())
     zk = torch.view_as_complex(k.double().reshape(-1, 2).contiguous())
     off = torch.as_tensor(offsets, dtype=torch.float64)

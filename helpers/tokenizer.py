@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
 import re
 import time
 from collections import Counter, defaultdict
@@ -56,6 +57,15 @@ PATTERN = (
 )
 FORMAT, VERSION = "course-byte-bpe", 1
 _REBUILD = "python scripts/build_data.py tokenizer"
+
+
+def _check_id(i, vocab_size: int, where: str) -> None:
+    if not isinstance(i, numbers.Integral) or isinstance(i, bool):
+        raise ValueError(f"{where}: token id {i!r} is not an int; token ids are whole numbers in [0, {vocab_size}) "
+                         "(convert a float tensor with .long())")
+    if not 0 <= i < vocab_size:
+        raise ValueError(f"{where}: token id {i} out of range [0, {vocab_size}); pass ids from encode() or from a "
+                         "model built with this tokenizer's vocab_size")
 
 
 class Tokenizer:
@@ -95,8 +105,7 @@ class Tokenizer:
 
     def token_bytes(self, i: int) -> bytes:
         """The bytes token ``i`` stands for (a special token: its literal UTF-8 text)."""
-        if not 0 <= i < self.vocab_size:
-            raise ValueError(f"token id {i} out of range [0, {self.vocab_size})")
+        _check_id(i, self.vocab_size, "token_bytes")
         return self._bytes[i]
 
     def token_str(self, i: int) -> str:
@@ -182,12 +191,19 @@ class Tokenizer:
     def decode(self, ids, errors: str = "replace") -> str:
         """Text of ``ids`` (a list, tensor or array). Byte sequences that are not valid UTF-8 (a cut in
         the middle of a character) become U+FFFD unless ``errors="strict"``."""
+        if errors not in ("strict", "replace", "ignore", "backslashreplace"):
+            raise ValueError(f"decode: errors must be 'replace', 'strict', 'ignore' or 'backslashreplace', got {errors!r}")
+        if isinstance(ids, str) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"decode: ids must be a list (or 1-D tensor/array) of token ids, got {type(ids).__name__}; "
+                            "for one id write decode([i])")
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         ids = list(ids)
-        if ids and (min(ids) < 0 or max(ids) >= self.vocab_size):
-            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
-            raise ValueError(f"token id {bad} out of range [0, {self.vocab_size})")
+        for i in ids:
+            if isinstance(i, (list, tuple)):
+                raise ValueError("decode: ids must be one sequence of token ids, got a nested list (a batch?); "
+                                 "decode each row: [tok.decode(row) for row in ids]")
+            _check_id(i, self.vocab_size, "decode")
         return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors=errors)
 
     # -- files ------------------------------------------------------------------------------
@@ -269,10 +285,16 @@ def train_bpe(text, vocab_size: int = VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
     (a smaller vocabulary) if no pair is left.
     """
     special_tokens = list(special_tokens)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise ValueError(f"train_bpe: vocab_size must be an int, got {vocab_size!r}; e.g. vocab_size=4096")
     n_merges = vocab_size - 256 - len(special_tokens)
     if n_merges < 0:
         raise ValueError(f"vocab_size {vocab_size} is too small: it must hold 256 bytes + {len(special_tokens)} special tokens")
     texts = [text] if isinstance(text, str) else list(text.values()) if isinstance(text, dict) else list(text)
+    if not all(isinstance(t, str) for t in texts):
+        bad = next(t for t in texts if not isinstance(t, str))
+        raise TypeError(f"train_bpe: text must be a str or a list/dict of str, found a {type(bad).__name__}; "
+                        "decode or str() it first")
     pat = re.compile(pattern)
     counts: Counter = Counter()
     for t in texts:

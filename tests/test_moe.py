@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from helpers.model import ModelConfig
+from helpers.runtime import use_fast_path
 from helpers.moe import MLP, MoE, bias_update, capacity_drop, classic_aux_loss, expert_load, fine_grained_split, \
     max_violation, moe_param_counts, route, seq_balance_loss, simulate_bias_balancing
 
@@ -101,8 +102,9 @@ def moe_reference(moe: MoE, x):
     return torch.stack(out).view_as(x)
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("shared", [0, 1, 2])
-def test_moe_forward_matches_token_loop(shared):
+def test_moe_forward_matches_token_loop(shared, fast):
     torch.manual_seed(0)
     cfg = ModelConfig.cpu(dim=16, q_lora_rank=8, kv_lora_rank=8, moe_inter_dim=8, n_routed_experts=8, n_shared_experts=shared, n_activated_experts=3,
                           n_expert_groups=4, n_limited_groups=2, route_scale=1.7)
@@ -111,7 +113,8 @@ def test_moe_forward_matches_token_loop(shared):
         torch.nn.init.normal_(p, std=0.5)
     moe.gate.bias.copy_(torch.randn(8) * 0.2)
     x = torch.randn(2, 5, 16)
-    torch.testing.assert_close(moe(x), moe_reference(moe, x), atol=1e-5, rtol=1e-5)
+    with use_fast_path(fast):               # sorted dispatch (fast) and the per-expert loop (reference)
+        torch.testing.assert_close(moe(x), moe_reference(moe, x), atol=1e-5, rtol=1e-5)
     assert moe.last_load.sum().item() == 2 * 5 * 3
 
 

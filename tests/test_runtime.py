@@ -50,3 +50,10 @@ def test_progress_passes_items_through(monkeypatch):
     monkeypatch.setenv("COURSE_NO_PROGRESS", "1")
     assert list(runtime.progress(range(4), desc="x")) == [0, 1, 2, 3]
     assert runtime.on_colab() is False
+
+
+def test_fast_path_switch_restores_state():
+    assert runtime.fast_path() is True
+    with runtime.use_fast_path(False):
+        assert runtime.fast_path() is False
+    assert runtime.fast_path() is True

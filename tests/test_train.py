@@ -176,3 +176,128 @@ def test_train_errors():
         m2.head.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="learning rate"):
         train(m2, Batches(), TrainConfig(steps=2), show_progress=False)
+
+
+# -- token-normalised accumulation ----------------------------------------------------------------------------
+def _grads(m):
+    return [p.grad.clone() for p in m.parameters()]
+
+
+def test_masked_accumulation_equals_the_big_batch_gradient():
+    # micro-batches with different numbers of unmasked targets (ignore_index −1, as in SFT): the step's loss is
+    # the mean over all unmasked tokens, so its gradient is the big batch's, not the mean of micro-batch means
+    xb, yb = Batches(batch_size=4)("train")
+    yb = yb.clone()
+    yb[:2, :13] = -1                        # micro-batch 1: 2·3 = 6 targets; micro-batch 2: 2·16 = 32 targets
+    micro = iter([(xb[:2], yb[:2]), (xb[2:], yb[2:])])
+    cfg = dict(steps=1, clip_norm=None, eval_batches=1, schedule="constant")
+    acc = tiny()
+    h = train(acc, lambda s: next(micro) if s == "train" else (xb, yb), TrainConfig(grad_accum_steps=2, **cfg),
+              show_progress=False)
+    big = tiny()
+    loss = big(xb, targets=yb)["loss"]
+    loss.backward()
+    assert h.train_loss[0] == pytest.approx(loss.item(), rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(_grads(acc), _grads(big)))
+    old = tiny()                                        # the mean of micro-batch means differs
+    for x, y in ((xb[:2], yb[:2]), (xb[2:], yb[2:])):
+        (old(x, targets=y)["loss"] / 2).backward()
+    assert max((a - b).abs().max().item() for a, b in zip(_grads(old), _grads(big))) > 1e-4
+
+
+def test_unmasked_accumulation_is_the_plain_mean_bit_for_bit():
+    data = Batches(batch_size=2)
+    mbs = [data("train") for _ in range(2)]
+    it = iter(mbs)
+    cfg = TrainConfig(steps=1, clip_norm=None, eval_batches=1, schedule="constant", grad_accum_steps=2)
+    new = tiny(mtp_depth=1)
+    h = train(new, lambda s: next(it) if s == "train" else mbs[0], cfg, show_progress=False)
+    old, losses = tiny(mtp_depth=1), []
+    for x, y in mbs:                                    # the previous formula: backprop L_a / A, log mean L_a
+        out = old(x, targets=y)
+        (out["loss"] / 2).backward()
+        losses.append(float(out["loss"].detach()))
+    assert h.train_loss[0] == sum(losses) / 2
+    assert all(torch.equal(a, b) for a, b in zip(_grads(new), _grads(old)))
+
+
+# -- a non-finite step changes nothing ---------------------------------------------------------------------------
+def _moe_model():
+    torch.manual_seed(0)
+    return Transformer(ModelConfig.cpu(vocab_size=V, dim=32, n_heads=2, q_lora_rank=16, kv_lora_rank=8,
+                                       qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, inter_dim=48,
+                                       moe_inter_dim=16, max_seq_len=32, n_layers=2, balance="aux_free",
+                                       bias_update_speed=0.01))
+
+
+@pytest.mark.parametrize("what", ["loss", "grad"])
+def test_non_finite_step_leaves_the_model_as_it_was(what):
+    import copy
+    m = _moe_model()
+    bad, snap = {"on": False}, {}
+    if what == "loss":
+        forward = m.forward
+
+        def poisoned(*a, **kw):
+            out = forward(*a, **kw)
+            if bad["on"] and "loss" in out:
+                out["loss"] = out["loss"] * float("inf")
+            return out
+        m.forward = poisoned
+        match = "training loss became"
+    else:
+        m.head.weight.register_hook(lambda g: g * float("inf") if bad["on"] else g)
+        match = "gradient norm became (inf|nan)"
+    opt = AdamW(param_groups(m, 0.1), lr=1e-2)
+
+    def after_first_step(step, hist):
+        snap.update(state={k: v.clone() for k, v in m.state_dict().items()}, opt=copy.deepcopy(opt.state_dict()),
+                    loads=[x.step_load.clone() for x in m.moe_layers()])
+        bad["on"] = True
+    cfg = TrainConfig(steps=3, grad_accum_steps=2, eval_every=0, eval_batches=1)
+    with pytest.raises(FloatingPointError, match=match + r".*at step 1.*left as it was before this step"):
+        train(m, Batches(), cfg, optimizer=opt, callback=after_first_step, show_progress=False)
+    state = m.state_dict()
+    assert any(k.endswith("gate.bias") for k in state)                     # router biases are compared too
+    assert all(torch.equal(snap["state"][k], v) for k, v in state.items())  # weights and biases bit-identical
+    assert all(torch.equal(a, x.step_load) for a, x in zip(snap["loads"], m.moe_layers()))
+    assert all(p.grad is None for p in m.parameters())
+    o = opt.state_dict()
+    assert all(torch.equal(snap["opt"]["state"][i]["exp_avg"], s["exp_avg"]) and snap["opt"]["state"][i]["step"] == s["step"]
+               for i, s in o["state"].items())
+
+
+# -- checkpoints carry the config ----------------------------------------------------------------------------------
+def test_checkpoint_records_config_and_loads_weights_only(tmp_path):
+    from helpers.train import checkpoint_config
+    m = tiny()
+    path = save_checkpoint(tmp_path / "ck.pt", m, step=3)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "course-checkpoint-v2" and raw["config"] == m.cfg.to_dict()
+    assert checkpoint_config(path) == m.cfg.to_dict()
+    rebuilt = Transformer(ModelConfig(**checkpoint_config(path)))
+    assert load_checkpoint(path, rebuilt)["config"] == m.cfg.to_dict()
+    load_checkpoint(path, tiny(init_std=0.01))                               # init_std does not change the function
+
+
+def test_v1_checkpoint_still_loads_with_a_warning(tmp_path):
+    m = tiny()
+    v1 = tmp_path / "v1.pt"
+    torch.save({"format": "course-checkpoint-v1", "model": m.state_dict(), "step": 4, "extra": {}}, v1)
+    other = tiny(seed=1)
+    with pytest.warns(UserWarning, match="records no ModelConfig.*save it again"):
+        info = load_checkpoint(v1, other)
+    assert info["step"] == 4 and info["config"] is None
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), other.parameters()))
+
+
+def test_failed_save_leaves_no_tmp_file(tmp_path, monkeypatch):
+    m = tiny()
+
+    def half_write(obj, f):
+        open(f, "wb").write(b"partial")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint .*ck\.pt.*No space left"):
+        save_checkpoint(tmp_path / "ck.pt", m)
+    assert list(tmp_path.iterdir()) == []

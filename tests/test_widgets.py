@@ -23,14 +23,27 @@ def test_builders_reject_bad_values():
         widgets.int_slider(0, 1, 8)
 
 
-def test_live_calls_fn_with_values(monkeypatch):
-    seen = []
+def test_live_displays_once_and_returns_none(monkeypatch):
+    # a returned widget would be rendered a second time when live(...) ends a notebook cell
+    seen, shown = [], []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
-    box = widgets.live(lambda x, k: seen.append((x, k)), x=widgets.int_slider(2, 1, 5), k="fixed")
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.append(objs))
+    result = widgets.live(lambda x, k: seen.append((x, k)), x=widgets.int_slider(2, 1, 5), k="fixed")
+    assert result is None
+    assert len(shown) == 1 and len(shown[0]) == 1
+    box = shown[0][0]
     assert isinstance(box, ipywidgets.VBox)
     assert seen[-1] == (2, "fixed")
     box.children[0].children[0].value = 4
     assert seen[-1] == (4, "fixed")
+
+
+def test_live_rejects_controls_that_do_not_fit_fn(monkeypatch):
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    with pytest.raises(TypeError, match="one control .* per parameter"):
+        widgets.live(lambda x: x, y=widgets.int_slider(2, 1, 5))
+    with pytest.raises(TypeError, match="fn must be a function"):
+        widgets.live(3, x=widgets.int_slider(2, 1, 5))
 
 
 def test_live_static_mode_runs_once_without_widgets(monkeypatch, capsys):

@@ -1,17 +1,24 @@
-"""Training throughput of the course model on this machine, and its model-FLOPs utilisation (MFU).
+"""Training throughput of the course model on this machine, its model-FLOPs utilisation (MFU), and the
+speed-up of the fast path over the written-out reference path.
 
     python tools/bench_throughput.py                  # the course model (ModelConfig.cpu()), batch 16 × 128
     python tools/bench_throughput.py --preset gpu --batch 32 --seq 512 --device cuda
+    python tools/bench_throughput.py --no-reference   # only the fast path
+    python tools/bench_throughput.py --compile        # also time torch.compile(model) (cold compile reported)
 
-Two measurements, then a small table:
-1. peak: FLOP/s of a large fp32 matrix multiply (n × n @ n × n = 2n³ FLOPs), best of several runs —
-   what this machine can do at best for the kind of work training is made of;
-2. training: tokens/s of full training steps (forward, backward, AdamW, bias update) of the model on
-   random tokens, after warm-up steps.
+What it measures:
+1. peak: FLOP/s of a large matrix multiply (n × n @ n × n = 2n³ FLOPs), best of several runs, in the dtype
+   training actually computes in: fp32, or bf16 when ``helpers.runtime.training_autocast`` turns bf16
+   autocast on (always on CUDA; on a CPU only if its probe measured bf16 matmuls faster than fp32);
+2. training: tokens/s of full training steps (forward under that autocast, backward, gradient clipping,
+   AdamW, the MoE bias update) on random tokens, after warm-up steps. The fast path (default) and the
+   reference path (``use_fast_path(False)``) train the same model in alternating rounds of ``--steps``
+   steps, and each path's best round counts, so a busy shared machine slows both alike;
 MFU = 6 · N_active · tokens/s / peak, the usual estimate (2 FLOPs per active weight per token forward,
 4 backward). N_active counts the weights a token multiplies by: active parameters without the
-embedding table (a lookup, not a matmul); attention's own T²-terms are left out, as is customary.
-Runs in well under a minute on a 2-core CPU.
+embedding table (a lookup, not a matmul); attention's own T²-terms and the MTP module's second pass
+through the output head are left out, as is customary (so the true utilisation is a little higher).
+Runs in about a minute on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers.model import ModelConfig, Transformer  # noqa: E402
-from helpers.runtime import get_device, seed_everything  # noqa: E402
+from helpers.runtime import (autocast_dtype, get_device, probe_bf16, seed_everything,  # noqa: E402
+                             training_autocast, use_fast_path)
 
 
 def sync(device):
@@ -33,10 +41,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def matmul_peak(device, n: int, repeats: int = 5) -> float:
-    """Best FLOP/s of an fp32 n×n matmul."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak(device, n: int, dtype=torch.float32, repeats: int = 5) -> float:
+    """Best FLOP/s of an n×n matmul in ``dtype``."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -48,33 +56,58 @@ def matmul_peak(device, n: int, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def train_throughput(cfg: ModelConfig, batch: int, seq: int, steps: int, warmup: int, device) -> dict:
+def make_step(model, opt, x, y, device):
+    """One full training step (forward in the training autocast, backward, clip, AdamW, bias update)."""
+    def step():
+        with training_autocast(device):
+            out = model(x, targets=y)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.after_step()
+    return step
+
+
+def train_throughput(cfg: ModelConfig, batch: int, seq: int, steps: int, warmup: int, device, rounds: int = 3,
+                     paths=(True, False), compile_model: bool = False) -> dict:
+    """tokens/s of each path in ``paths`` (True = fast, False = reference), best of ``rounds`` interleaved rounds."""
     seed_everything(0)
     model = Transformer(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch, seq), generator=g).to(device)
-
-    def step():
-        out = model(x, targets=y)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        model.after_step()
-
-    for _ in range(warmup):
-        step()
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    dt = time.perf_counter() - t
+    runs = {p: make_step(model, opt, x, y, device) for p in paths}
+    extra = {}
+    if compile_model:
+        compiled = torch.compile(model)
+        t = time.perf_counter()
+        try:
+            with use_fast_path(True):
+                make_step(compiled, opt, x, y, device)()
+            sync(device)
+            extra["compile_s"] = time.perf_counter() - t
+            runs["compiled"] = make_step(compiled, opt, x, y, device)
+        except Exception as e:  # noqa: BLE001 - report and carry on without it
+            extra["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    for key, step in runs.items():
+        with use_fast_path(key is not False):
+            for _ in range(warmup):
+                step()
+    best = {key: float("inf") for key in runs}
+    for _ in range(rounds):
+        for key, step in runs.items():
+            with use_fast_path(key is not False):
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                sync(device)
+                best[key] = min(best[key], (time.perf_counter() - t) / steps)
     counts = model.num_params()
-    return {"tokens_per_s": steps * batch * seq / dt, "step_s": dt / steps, "counts": counts,
-            "n_active_matmul": counts["active"] - counts["embedding"]}
+    return {"step_s": best, "tokens_per_s": {k: batch * seq / v for k, v in best.items()}, "counts": counts,
+            "n_active_matmul": counts["active"] - counts["embedding"], **extra}
 
 
 def main(argv=None) -> dict:
@@ -82,34 +115,51 @@ def main(argv=None) -> dict:
     p.add_argument("--preset", choices=["cpu", "gpu", "dense_tiny"], default="cpu")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per path (best counts)")
+    p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--device", default=None)
+    p.add_argument("--no-reference", action="store_true", help="time the fast path only")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(model) on the fast path")
     a = p.parse_args(argv)
     device = get_device(a.device)
     cfg = getattr(ModelConfig, a.preset)()
     if a.seq > cfg.max_seq_len:
         p.error(f"--seq {a.seq} exceeds the preset's max_seq_len {cfg.max_seq_len}")
-    peak = matmul_peak(device, a.matmul_n)
-    r = train_throughput(cfg, a.batch, a.seq, a.steps, a.warmup, device)
-    achieved = 6 * r["n_active_matmul"] * r["tokens_per_s"]
+    dtype = autocast_dtype(device) or torch.float32
+    probe = probe_bf16(device) if device.type == "cpu" else None
+    peak = matmul_peak(device, a.matmul_n, dtype)
+    paths = (True,) if a.no_reference else (True, False)
+    r = train_throughput(cfg, a.batch, a.seq, a.steps, a.warmup, device, a.rounds, paths, a.compile)
+    names = {True: "fast path", False: "reference path", "compiled": "fast path + torch.compile"}
+    tps = r["tokens_per_s"]
     rows = [
         ("device", f"{device} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)),
         ("model", f"ModelConfig.{a.preset}(): {r['counts']['total']:,} params, {r['counts']['active']:,} active"),
         ("N_active (matmul weights)", f"{r['n_active_matmul']:,}"),
         ("batch × seq", f"{a.batch} × {a.seq} = {a.batch * a.seq:,} tokens/step"),
-        ("step time", f"{r['step_s'] * 1e3:.1f} ms"),
-        ("training tokens/s", f"{r['tokens_per_s']:,.0f}"),
-        ("model FLOP/s (6·N·tok/s)", f"{achieved / 1e9:.2f} GFLOP/s"),
-        (f"matmul peak (fp32 {a.matmul_n}³)", f"{peak / 1e9:.1f} GFLOP/s"),
-        ("MFU", f"{achieved / peak:.1%}"),
+        ("compute dtype", f"{str(dtype).replace('torch.', '')}" + (
+            f" (bf16/fp32 matmul time {probe['ratio']:.2f}× in the probe)" if probe else " (autocast)")),
+        (f"matmul peak ({str(dtype).replace('torch.', '')} {a.matmul_n}³)", f"{peak / 1e9:.1f} GFLOP/s"),
     ]
+    for key, v in tps.items():
+        achieved = 6 * r["n_active_matmul"] * v
+        rows.append((f"{names[key]}: step time", f"{r['step_s'][key] * 1e3:.1f} ms"))
+        rows.append((f"{names[key]}: tokens/s", f"{v:,.0f}  (MFU {achieved / peak:.1%})"))
+    if False in tps:
+        rows.append(("speed-up fast / reference", f"{tps[True] / tps[False]:.2f}×"))
+    if "compile_s" in r:
+        rows.append(("torch.compile: first step (cold compile)", f"{r['compile_s']:.1f} s"))
+    if "compile_error" in r:
+        rows.append(("torch.compile", f"failed, not used: {r['compile_error']}"))
     w = max(len(k) for k, _ in rows)
     print(f"| {'quantity'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
     for k, v in rows:
         print(f"| {k.ljust(w)} | {v} |")
-    return {"tokens_per_s": r["tokens_per_s"], "peak_flops": peak, "mfu": achieved / peak, **r}
+    fast = tps[True]
+    return {"tokens_per_s": fast, "reference_tokens_per_s": tps.get(False), "peak_flops": peak,
+            "mfu": 6 * r["n_active_matmul"] * fast / peak, "dtype": str(dtype), **r}
 
 
 if __name__ == "__main__":
