@@ -13,6 +13,11 @@ are not −1 (−1 = ignore_index: a masked position, e.g. a prompt token in sup
     θ ← AdamW(θ, g, lr(step))         (helpers.optim)
     model.after_step()                (if present: the aux-loss-free bias update, §2.1.2)
 
+Precision (the report's map, chapter 01.3): weights, gradients, AdamW moments and the loss stay FP32; the
+forward matmuls run under BF16 autocast on a CUDA GPU, and on a CPU only when
+``helpers.runtime.probe_bf16`` measured BF16 faster there (several times faster with AMX/AVX-512-BF16,
+hundreds of times slower on AVX2-only CPUs).
+
 The model contract: ``out = model(x, targets=y)`` returns a dict with "loss" (what is backpropagated) and
 other scalars that are logged ("main_loss", "mtp_loss", "aux_loss"). Evaluation reports "main_loss" when
 present, so models with and without MTP are compared on the same quantity.
@@ -36,7 +41,7 @@ import torch
 from .config import ModelConfig
 from .model import check_token_ids
 from .optim import SCHEDULES, AdamW, clip_grad_norm_, lr_at, param_groups
-from .runtime import progress
+from .runtime import progress, training_autocast
 
 __all__ = ["TrainConfig", "History", "train", "evaluate", "save_checkpoint", "load_checkpoint", "CheckpointError",
            "checkpoint_config"]
@@ -302,7 +307,8 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
             tokens += y.numel()
             if n == 0:
                 continue                                            # weight n_a / N = 0: nothing to backpropagate
-            out = _forward(model, x, y)
+            with training_autocast(x.device):   # bf16 matmuls only where a probe measured them faster (§3.3 map)
+                out = _forward(model, x, y)
             loss_a = float(out["loss"].detach())
             if not math.isfinite(loss_a):
                 _undo_step(optimizer, loads)
