@@ -73,3 +73,80 @@ def test_discarded_branches_not_counted_and_counts_deterministic():
         counts.append(s.activation_bytes)
         del out
     assert len(set(counts)) == 1
+
+
+# ---- the per-GPU budget (helpers.memory.memory_budget and friends) -------------------------------------------
+
+from helpers.config import deepseek_v3_config  # noqa: E402
+from helpers.memory import (BUDGET_ASSUMPTIONS, H800_BYTES, STATE_BYTES, activation_items, memory_budget,  # noqa: E402
+                            stage_layout, training_state_bytes_measured)
+from helpers.model import count_params  # noqa: E402
+from helpers.optim import AdamW  # noqa: E402
+
+
+def test_stage_layout_covers_every_block_once():
+    st = stage_layout(62, 16)
+    assert [b for s in st for b in s] == list(range(62))
+    assert sorted({len(s) for s in st}) == [3, 4]
+    with pytest.raises(ValueError, match="pp"):
+        stage_layout(4, 5)
+
+
+def test_budget_hand_count_one_stage_no_sharding():
+    # PP=1, EP=1, DP=1: every parameter on one GPU; state bytes = params × (2 + 4 + 4 + 2 + 2)
+    cfg = ModelConfig.cpu()
+    r = memory_budget(cfg, pp=1, ep=1, dp=1, micro_batches=1, micro_batch_tokens=64)
+    assert r["params_on_gpu"] == count_params(cfg)["total"]
+    state = sum(b for k, b in r["rows"] if not k.startswith(("activations", "EMA")))
+    assert state == r["params_on_gpu"] * sum(STATE_BYTES.values())
+    act = dict(r["rows"])[next(k for k, _ in r["rows"] if k.startswith("activations"))]
+    per_tok = sum(r["activation_per_token_layer"][cfg.is_moe_layer(b)] for b in range(cfg.n_layers + cfg.mtp_depth))
+    assert act == 64 * per_tok
+
+
+def test_budget_v3_parts():
+    cfg = deepseek_v3_config()
+    r = memory_budget()
+    # ZeRO-1 sharding and EP change only what they should
+    r2 = memory_budget(dp=256)
+    assert dict(r2["rows"])["gradients"] == dict(r["rows"])["gradients"]
+    assert dict(r2["rows"])["master weights + moments (ZeRO-1 sharded)"] < dict(r["rows"])["master weights + moments (ZeRO-1 sharded)"]
+    r3 = memory_budget(ep=32)
+    assert r3["params_routed"] == 2 * r["params_routed"]
+    assert memory_budget(share_embedding=False)["total"] - r["total"] == \
+        cfg.mtp_depth * 2 * count_params(cfg)["embedding"] * (2 + 4 + 8 / 128)
+    assert memory_budget(ema_on_gpu=True)["total"] > r["total"]
+    assert memory_budget(micro_batches=4)["in_flight"] == 4 and r["in_flight"] == 17
+    assert memory_budget(dualpipe=False)["in_flight"] == 16
+    assert 0 < r["total"] and isinstance(r["fits"], bool) and H800_BYTES == 80e9
+    assert len(BUDGET_ASSUMPTIONS) >= 10
+
+
+def test_activation_items_recompute_keeps_less():
+    cfg = deepseek_v3_config()
+    rep = sum(e * b for _, e, b in activation_items(cfg, True, "report"))
+    plain = sum(e * b for _, e, b in activation_items(cfg, True, "bf16_no_recompute"))
+    assert rep < plain / 1.5
+    with pytest.raises(ValueError, match="policy"):
+        activation_items(cfg, True, "fp4")
+
+
+def test_budget_errors():
+    with pytest.raises(ValueError, match="ep = 48 must divide dp"):
+        memory_budget(ep=48)
+    with pytest.raises(ValueError, match="micro_batches"):
+        memory_budget(micro_batches=0)
+
+
+def test_measured_state_bytes_equal_formula():
+    torch.manual_seed(0)
+    cfg = ModelConfig.cpu(n_layers=2, vocab_size=64, max_seq_len=32)
+    m = Transformer(cfg)
+    opt = AdamW(m.parameters(), lr=1e-3)
+    x = torch.randint(0, 64, (2, 16))
+    m(x, targets=x)["loss"].backward()
+    opt.step()
+    r = training_state_bytes_measured(m, opt)
+    n = count_params(cfg)["total"]
+    assert r["weights"] == 4 * n and r["grads"] == 4 * n
+    assert 8 * n <= r["optimizer"] <= 8 * n + 16 * len(list(m.parameters()))   # m, v (+ step counters if tensors)
