@@ -39,7 +39,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .norm import RMSNorm
-from .rope import apply_rotary_emb
+from .rope import apply_rotary_emb, yarn_mscale
 from .runtime import fast_path
 
 
@@ -110,6 +110,8 @@ class GQA(_Cached):
         self.wv = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, cfg.dim, bias=False)
         self.softmax_scale = self.head_dim ** -0.5
+        if cfg.yarn_active:                      # YaRN's attention temperature (§4.3), × mscale²
+            self.softmax_scale = self.softmax_scale * yarn_mscale(cfg.rope_factor, cfg.mscale) ** 2
         self.k_cache = self.v_cache = None
 
     def _cache_names(self):
@@ -166,6 +168,10 @@ class MLA(_Cached):
                                bias=False)                                          # [W^UK; W^UV] per head
         self.wo = nn.Linear(self.n_heads * self.v_head_dim, self.dim, bias=False)  # W^O
         self.softmax_scale = self.qk_head_dim ** -0.5
+        if cfg.yarn_active:
+            # YaRN (§4.3): its new frequencies reach only the decoupled q^R·k^R (the only rotated part), but the
+            # temperature multiplies the whole logit (q^C·k^C + q^R·k^R), as in DeepSeek-V3: scale × mscale².
+            self.softmax_scale = self.softmax_scale * yarn_mscale(cfg.rope_factor, cfg.mscale) ** 2
         self.attn_impl = cfg.attn_impl
         self.kv_cache = self.pe_cache = None
 

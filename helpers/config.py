@@ -57,6 +57,12 @@ class ModelConfig:
     rope_theta: float = 10000.0
     init_std: float = 0.02
     norm_eps: float = 1e-6
+    # long context (YaRN, §4.3); active only when original_seq_len > 0 and max_seq_len > original_seq_len
+    original_seq_len: int = 0             # L, the pre-training context length (0 = YaRN off)
+    rope_factor: float = 1.0              # s, the extension factor (θ_j → θ_j / s for the slow pairs)
+    beta_fast: int = 32                   # β: pairs turning ≥ beta_fast times over L keep θ_j
+    beta_slow: int = 1                    # α: pairs turning ≤ beta_slow times over L get θ_j / s
+    mscale: float = 1.0                   # attention temperature √t = 0.1·mscale·ln s + 1
 
     def __post_init__(self):
         def need(cond, msg):
@@ -130,6 +136,21 @@ class ModelConfig:
         need(self.init_std > 0, f"init_std must be positive, got {self.init_std}; GPT-2 uses 0.02")
         need(self.norm_eps > 0, f"norm_eps must be > 0 (it keeps RMSNorm from dividing by zero), got {self.norm_eps}; "
                                 "use a small value such as 1e-6")
+        need(self.original_seq_len >= 0,
+             f"original_seq_len must be ≥ 0, got {self.original_seq_len}; use 0 for no context extension, or the "
+             "length the model was pre-trained at (DeepSeek-V3: 4096)")
+        need(self.rope_factor >= 1,
+             f"rope_factor (YaRN's s) must be ≥ 1, got {self.rope_factor}; use 1.0 for no extension or the ratio "
+             "of the new to the pre-training context (DeepSeek-V3: 40)")
+        need(self.beta_slow >= 0,
+             f"beta_slow must be ≥ 0, got {self.beta_slow}; it counts turns over the pre-training context "
+             "(DeepSeek-V3: 1)")
+        need(self.beta_fast > self.beta_slow,
+             f"beta_fast = {self.beta_fast} must be larger than beta_slow = {self.beta_slow}: pairs turning more "
+             "than beta_fast times keep their frequency, fewer than beta_slow times are interpolated "
+             "(DeepSeek-V3: 32 and 1)")
+        need(self.mscale >= 0, f"mscale must be ≥ 0, got {self.mscale}; DeepSeek-V3 uses 1.0 (0 = no YaRN "
+                               "attention temperature)")
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -141,6 +162,15 @@ class ModelConfig:
     def rope_dim(self) -> int:
         """Size of the rotated part of a head: d_h^R for MLA, the whole head for MHA/GQA."""
         return self.qk_rope_head_dim if self.attn == "mla" else self.dim // self.n_heads
+
+    @property
+    def yarn_active(self) -> bool:
+        """True when YaRN changes the model: original_seq_len > 0 and max_seq_len > original_seq_len (V3's rule).
+
+        Then the RoPE frequencies are YaRN's (helpers.rope.yarn_frequencies) and the softmax scale is multiplied
+        by yarn_mscale(rope_factor, mscale)²; otherwise the YaRN fields change nothing.
+        """
+        return self.original_seq_len > 0 and self.max_seq_len > self.original_seq_len
 
     def is_moe_layer(self, layer_id: int) -> bool:
         return self.n_routed_experts > 0 and layer_id >= self.n_dense_layers
@@ -177,10 +207,16 @@ class ModelConfig:
 
 
 def deepseek_v3_config() -> ModelConfig:
-    """DeepSeek-V3's published config (671B) as a ModelConfig (for formulas only: never instantiate it)."""
+    """DeepSeek-V3's published config (671B) as a ModelConfig (for formulas only: never instantiate it).
+
+    max_seq_len = 4096 is the pre-training context (§4.2). The YaRN fields are the published ones (s = 40,
+    β_fast = 32, β_slow = 1, mscale 1.0, original 4096), so YaRN is recorded but not active at this length:
+    ``deepseek_v3_config().replace(max_seq_len=131072)`` is the 128K model of §4.3, where it is.
+    """
     return ModelConfig(vocab_size=129280, dim=7168, n_layers=61, n_dense_layers=3, n_heads=128, inter_dim=18432,
                        moe_inter_dim=2048, attn="mla", q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
                        qk_rope_head_dim=64, v_head_dim=128, n_routed_experts=256, n_shared_experts=1,
                        n_activated_experts=8, n_expert_groups=8, n_limited_groups=4, route_scale=2.5,
                        balance="aux_free+seq_aux", bias_update_speed=0.001, seq_aux_alpha=1e-4, mtp_depth=1,
-                       mtp_lambda=0.3, max_seq_len=4096, init_std=0.006)
+                       mtp_lambda=0.3, max_seq_len=4096, init_std=0.006,
+                       original_seq_len=4096, rope_factor=40.0, beta_fast=32, beta_slow=1, mscale=1.0)

@@ -132,11 +132,23 @@ class Transformer(nn.Module):
                 m.gate.bias.zero_()
 
     def freqs_cis(self, device) -> torch.Tensor:
-        """RoPE rotations for all positions (complex64, kept per device, not a buffer so dtype casts leave it)."""
+        """RoPE rotations for all positions (complex64, kept per device, not a buffer so dtype casts leave it).
+
+        With ``cfg.yarn_active`` (§4.3) the frequencies are YaRN's θ'_j (helpers.rope.yarn_frequencies). They
+        rotate only the rope_dim part: in MLA that is the decoupled q^R / k^R (d_h^R), so YaRN changes nothing
+        in the content part q^C·k^C or the latent c^KV; in the MHA/GQA baselines it is the whole head. With
+        YaRN off (the default) the table is the plain RoPE table, bit for bit.
+        """
         key = str(device)
         if key not in self._freqs:
-            self._freqs[key] = precompute_freqs_cis(self.cfg.rope_dim, self.cfg.max_seq_len,
-                                                    self.cfg.rope_theta).to(device)
+            cfg = self.cfg
+            if cfg.yarn_active:
+                table = precompute_freqs_cis(cfg.rope_dim, cfg.max_seq_len, cfg.rope_theta,
+                                             original_seq_len=cfg.original_seq_len, rope_factor=cfg.rope_factor,
+                                             beta_fast=cfg.beta_fast, beta_slow=cfg.beta_slow)
+            else:
+                table = precompute_freqs_cis(cfg.rope_dim, cfg.max_seq_len, cfg.rope_theta)
+            self._freqs[key] = table.to(device)
         return self._freqs[key]
 
     def moe_layers(self) -> list[MoE]:
