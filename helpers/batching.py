@@ -147,10 +147,15 @@ class MixtureSampler:
     ``w_d / Σ w`` and then a uniformly random window of that domain's ``split``. Train and val draws
     use separate generators (seeded ``seed`` and ``seed + 1``), so evaluating does not change which
     training batches come next. ``last_domains`` holds the domain of each row of the last batch.
+    ``aligned`` names domains whose streams are whole rows of ``block_size + 1`` tokens laid back to back
+    (e.g. synthetic documents built to fit a window): their windows start only at row boundaries.
     """
 
-    def __init__(self, splits: dict, weights: dict, batch_size: int, block_size: int, seed: int = 1234, device=None):
+    def __init__(self, splits: dict, weights: dict, batch_size: int, block_size: int, seed: int = 1234, device=None,
+                 aligned: tuple = ()):
         _check_sizes(batch_size, block_size)
+        if isinstance(aligned, str) or any(d not in weights for d in aligned):
+            raise ValueError(f"aligned must be a tuple of domains named in weights, got {aligned!r}")
         if not (isinstance(seed, int) and not isinstance(seed, bool)):
             raise ValueError(f"MixtureSampler: seed must be an int, got {seed!r}; e.g. seed=1234")
         if not isinstance(weights, dict) or not weights:
@@ -172,6 +177,12 @@ class MixtureSampler:
         self.batch_size, self.block_size, self.seed, self.device = batch_size, block_size, seed, device
         self._probs = torch.tensor([self.weights[d] for d in self.domains], dtype=torch.float64)
         self._gens = {s: torch.Generator().manual_seed(seed + k) for k, s in enumerate(SPLITS)}
+        self.aligned = tuple(aligned)
+        for d in self.aligned:
+            for sp, t in self.splits[d].items():
+                if len(t) % (block_size + 1):
+                    raise ValueError(f"aligned domain {d!r}/{sp} holds {len(t)} tokens, not a whole number of rows "
+                                     f"of block_size + 1 = {block_size + 1}; build it as such rows")
         self.last_domains: list[str] = []
 
     def __call__(self, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +195,10 @@ class MixtureSampler:
             idx = (which == k).nonzero().flatten()
             if len(idx):
                 tokens = self.splits[d][split]
-                starts = torch.randint(0, len(tokens) - T, (len(idx),), generator=g)
+                if d in self.aligned:       # rows laid out back to back: draw a whole row
+                    starts = torch.randint(0, len(tokens) // (T + 1), (len(idx),), generator=g) * (T + 1)
+                else:
+                    starts = torch.randint(0, len(tokens) - T, (len(idx),), generator=g)
                 rows[idx] = tokens[starts[:, None] + torch.arange(T + 1)]
         self.last_domains = [self.domains[k] for k in which.tolist()]
         x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()

@@ -42,6 +42,8 @@ _REBUILD = {
     "arithmetic.txt": "python scripts/build_data.py arithmetic",
     "tokenizer.json": "python scripts/build_data.py tokenizer",
     "tokens.npz": "python scripts/build_data.py tokens",
+    "checkpoints/base.pt": "python scripts/pretrain.py",
+    "checkpoints/base.json": "python scripts/pretrain.py",
 }
 
 # Every standard-library file in code_stdlib.txt starts with this header line (it stays in the text:

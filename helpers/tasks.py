@@ -16,12 +16,19 @@ count only the positions that need the mechanism. Tokens are drawn from a small 
 - :func:`copy_task`: ``s_1 … s_L  SEP  s_1 … s_L``; predict the second copy. Solved by an induction head that
   attends to "the token after the previous occurrence of my predecessor" at offset L + 1: a test of what RoPE
   does at offsets (and absolute positions) never seen in training.
+- :func:`passkey_document` (passkey retrieval, Mohtashami & Jaggi 2023): a five-digit key hidden at a random depth
+  in repetitive filler text, asked for at the end. In real text with the course tokenizer, so the base model can
+  learn it during pre-training (a small share of the mixture) and be tested at and past its trained length
+  (chapter 04.4): solved only if attention can still find the key across the whole window.
 """
 from __future__ import annotations
 
+import random
+
 import torch
 
-__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "copy_task", "task_batches", "masked_accuracy"]
+__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "copy_task", "task_batches", "masked_accuracy",
+           "PASSKEY_FILLER", "passkey_document"]
 
 IGNORE = -1
 SEP = 0              # separator token; content tokens are 1 … n_symbols
@@ -106,3 +113,44 @@ def masked_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     if not graded.any():
         raise ValueError("no graded positions in y (every target is IGNORE)")
     return (logits.argmax(-1)[graded] == y[graded]).float().mean().item()
+
+
+# -- passkey retrieval (text, course tokenizer) --------------------------------------------------------------
+PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+_PASSKEY_INTRO = "There is a pass key hidden in this text. Find it and remember it. "
+_PASSKEY_QUESTION = "What is the pass key? The pass key is"
+
+
+def passkey_document(tok, n_tokens: int, rng: random.Random, depth: float | None = None) -> tuple[list[int], list[int]]:
+    """One passkey-retrieval example of about ``n_tokens`` tokens: ``(prompt_ids, answer_ids)``.
+
+    The prompt is an introduction, filler sentences, ``"The pass key is K. Remember it. K is the pass key. "``
+    at relative ``depth`` ∈ [0, 1] of the filler (uniform when None), more filler, and the question
+    ``"What is the pass key? The pass key is"``; the answer is ``" K"`` (K a five-digit number, 3 tokens with
+    the course tokenizer). Prompt + answer is at most ``n_tokens`` long (the filler is trimmed to fit);
+    ``n_tokens`` must leave room for at least the key sentence and the question (≥ 64).
+    """
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 64:
+        raise ValueError(f"passkey_document: n_tokens must be an int ≥ 64 (room for the key and the question), "
+                         f"got {n_tokens!r}")
+    if not isinstance(rng, random.Random):
+        raise TypeError(f"passkey_document: rng must be a random.Random, got {type(rng).__name__}; e.g. random.Random(0)")
+    if depth is not None and not (isinstance(depth, (int, float)) and 0.0 <= depth <= 1.0):
+        raise ValueError(f"passkey_document: depth must be in [0, 1] (0 = right after the introduction), got {depth!r}")
+    key = rng.randint(10000, 99999)
+    depth = rng.random() if depth is None else float(depth)
+    intro, question = tok.encode(_PASSKEY_INTRO), tok.encode(_PASSKEY_QUESTION)
+    needle = tok.encode(f"The pass key is {key}. Remember it. {key} is the pass key. ")
+    answer = tok.encode(f" {key}")
+    filler_unit = tok.encode(PASSKEY_FILLER)
+    room = n_tokens - len(intro) - len(needle) - len(question) - len(answer)
+    if room < 0:
+        raise ValueError(f"passkey_document: n_tokens = {n_tokens} is too short for the key and the question "
+                         f"({n_tokens - room} tokens); use n_tokens ≥ {n_tokens - room}")
+    filler = (filler_unit * (room // len(filler_unit) + 1))[:room]
+    cut = int(round(depth * len(filler)))
+    # cut at a sentence start so the needle does not split a word of the filler
+    starts = [i for i in range(0, len(filler) + 1) if i % len(filler_unit) == 0]
+    cut = min(starts, key=lambda i: abs(i - cut))
+    prompt = intro + filler[:cut] + needle + filler[cut:] + question
+    return prompt, answer

@@ -157,7 +157,7 @@ def _check_batch(model, batch, where: str) -> tuple:
         raise TypeError(f"{where}: a batch must be a pair (x, y) of token-id tensors, got {type(batch).__name__}; "
                         "get_batch(split) and every validation batch should give x, y")
     x, y = batch
-    cfg = getattr(model, "cfg", None)
+    cfg = getattr(_core(model), "cfg", None)
     if isinstance(cfg, ModelConfig):
         check_token_ids(x, cfg.vocab_size, "x", where)
         check_token_ids(y, cfg.vocab_size, "y", where, allow_ignore=True)
@@ -227,8 +227,27 @@ def _val_sets(model, val_data, get_batch, cfg) -> dict:
     return val_data
 
 
+def _core(model):
+    """The model itself, also when wrapped in ``DistributedDataParallel`` (which keeps it as ``.module``)."""
+    return getattr(model, "module", model)
+
+
+def _world() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _sync_loads(model) -> None:
+    """Data parallel: sum every MoE layer's step load over the processes, so that each applies the same
+    aux-loss-free bias update — the one a single process would compute from the whole global batch."""
+    if _world() > 1:
+        for m in _moe_loads(model):
+            torch.distributed.all_reduce(m[0].step_load)
+
+
 def _moe_loads(model) -> list:
     """The MoE layers' load counters (``step_load``), to restore them when a step fails."""
+    model = _core(model)
     layers = model.moe_layers() if hasattr(model, "moe_layers") else []
     return [(m, m.step_load.clone()) for m in layers]
 
@@ -259,6 +278,13 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
     the losses, see the module docstring), checks them, then runs the forward and backward passes. A
     non-finite loss or gradient norm raises ``FloatingPointError`` before the optimizer step, leaving the
     model as it was before that step.
+
+    Data parallel (``torchrun``, see scripts/pretrain.py): pass the model wrapped in
+    ``DistributedDataParallel`` and a ``get_batch`` that gives each process its own rows of the global batch.
+    DDP averages the gradients over the processes; the MoE load counts are summed over them before the bias
+    update, so every process updates its router biases alike. (The n_a/N weights are per process, so the
+    result equals one process's only when every process's rows hold the same number of unmasked targets,
+    as in pre-training.)
 
     Seeds torch with ``cfg.seed`` first (for models with randomness such as dropout; batches come from
     ``get_batch``'s own generator). The model is in train mode while training and left in eval mode.
@@ -329,8 +355,9 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
         for g in optimizer.param_groups:
             g["lr"] = lr
         optimizer.step()
-        if hasattr(model, "after_step"):
-            model.after_step()
+        if hasattr(_core(model), "after_step"):
+            _sync_loads(model)
+            _core(model).after_step()
         hist.step.append(step + 1)
         hist.lr.append(lr)
         hist.train_loss.append(loss)
@@ -361,8 +388,10 @@ _OLD_FORMATS = ("course-checkpoint-v1",)   # still read, with a warning that onl
 # Fields that may differ between a checkpoint and the model it is loaded into: they do not change what the
 # weights compute (init_std only draws the initial weights; "naive"/"absorb" are the same attention function;
 # the balancing method, γ, α and λ only shape how training goes on: fine-tuning may change them).
+# Context extension (§4.3) is applied to trained weights by design: the table of positions (max_seq_len) and
+# YaRN's rescaling of the rotary frequencies may differ from the run that saved the weights.
 _CONFIG_FREE = ("init_std", "attn_impl", "balance", "bias_update_speed", "seq_aux_alpha", "aux_loss_alpha",
-                "mtp_lambda")
+                "mtp_lambda", "max_seq_len", "original_seq_len", "rope_factor", "beta_fast", "beta_slow", "mscale")
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 
 
@@ -452,6 +481,9 @@ def checkpoint_config(path) -> dict | None:
 def _config_diff(saved: dict | None, own: dict | None) -> list[str]:
     if saved is None or own is None:
         return []
+    # a field added to ModelConfig after the file was saved reads as its default (defaults keep old behaviour)
+    defaults = {k: f.default for k, f in ModelConfig.__dataclass_fields__.items()}
+    saved = {**{k: defaults[k] for k in own if k not in saved and k in defaults}, **saved}
     return [f"{k}: file {saved.get(k, '(absent)')!r} vs model {own.get(k, '(absent)')!r}"
             for k in sorted(set(saved) | set(own)) if k not in _CONFIG_FREE and saved.get(k) != own.get(k)]
 
