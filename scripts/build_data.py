@@ -311,8 +311,41 @@ A NumPy `.npz` (zip) holding one uint16 array per `"<domain>/<split>"` (`shakesp
 `vocab_size`, and per split its tokens, text bytes and documents, read by `helpers.batching.split_stats()`). Each document is encoded with `allowed_special="none"` and followed by `<|endoftext|>`.
 `helpers.batching.load_splits()` returns `{{domain: {{"train": tensor, "val": tensor}}}}` (int64) and
 refuses a cache built with another tokenizer.
-"""
+""" + _checkpoint_section(sums)
     (DATA / "README.md").write_text(text, encoding="utf-8")
+
+
+def _checkpoint_section(sums: dict) -> str:
+    """data/README's section on the shipped checkpoints, from their logs (empty until they exist)."""
+    log_path = DATA / "checkpoints" / "base.json"
+    if not log_path.is_file():
+        return ""
+    log = json.loads(log_path.read_text())
+    f, a = log.get("final", {}), log["args"]
+    size = (DATA / "checkpoints" / "base.pt").stat().st_size
+    tokens = a["steps"] * a["batch"] * a["block"]
+    rows = [(d, f"{w:.2f}", f"{log['train_tokens'][d]:,}", f"{w * tokens / log['train_tokens'][d]:.1f}",
+             f"{f['val_loss'][d]:.3f}" if f else "", f"{f['bigram_val_loss'][d]:.3f}" if f else "")
+            for d, w in log["weights"].items()]
+    return f"""
+## Checkpoints (`checkpoints/`)
+
+`checkpoints/base.pt` ({size / 1e6:.1f} MB, sha256 `{sums.get('checkpoints/base.pt', '?')[:12]}…`) is the course's
+base model (chapter 04.3), written by `{log['command']}` with `helpers.train.save_checkpoint` (weights and
+`ModelConfig`; it loads with `torch.load(weights_only=True)`, or `helpers.pretraining.load_base()`, which checks the
+checksum and the config). `checkpoints/base.json` is its log: command, config, curves, per-domain losses, the graded
+tests. Not rebuilt by `build_data.py`: re-running `python scripts/pretrain.py` (deterministic for a given seed,
+device and thread count: this one used {log['threads']} thread(s) on `{log['device']}`, torch {log['torch']})
+reproduces it and rewrites both checksum lines.
+
+The pre-training mixture (`helpers.pretraining`) grows two domains from the same sources as the shipped files:
+arithmetic gets {a['n_fresh_arithmetic']:,} freshly generated problems (1–4 operations; none in the held-out test or the
+validation split), and code is cut into chunks at blank lines with fill-in-the-middle applied to 10% of them; a
+synthetic passkey domain (filler text with a hidden five-digit key) teaches retrieval across the window. Nothing of it
+is stored: it is rebuilt from the shipped files in about ten seconds. {tokens:,} training tokens in all:
+
+{_table(("domain", "weight", "train tokens", "epochs in the run", "val loss", "bigram val loss"), rows)}
+"""
     print("  wrote data/README.md")
 
 

@@ -8,7 +8,8 @@ import pytest
 from helpers import data
 from helpers.runtime import repo_root
 
-SHIPPED = ["arithmetic.txt", "code_stdlib.txt", "tinyshakespeare.txt", "tokenizer.json", "tokens.npz"]
+SHIPPED = ["arithmetic.txt", "checkpoints/base.json", "checkpoints/base.pt", "code_stdlib.txt", "tinyshakespeare.txt",
+           "tokenizer.json", "tokens.npz"]
 
 
 def _build_script():
