@@ -366,6 +366,7 @@ def train(model, get_batch: Callable, cfg: TrainConfig, *, optimizer=None, val_d
         for k, v in sums.items():
             hist.metrics.setdefault(k, []).append(v / total)
         done = step + 1
+        hist.wall_time = time.perf_counter() - t0                  # so far (a callback may save it mid-run)
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
             run_eval(step + 1)
         if hasattr(bar, "set_postfix") and (done % 10 == 0 or done == cfg.steps):
