@@ -78,9 +78,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Output head + cross-entropy over row chunks, the gradients computed on the way (see linear_cross_entropy)."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, chunk, return_logits):
+    def forward(ctx, x, weight, targets, chunk, return_logits, grad_enabled):
         n, v = x.shape[0], weight.shape[0]
-        want_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # needs_input_grad is True under torch.no_grad() too (it only sees requires_grad): ask the caller's mode
+        want_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         count = (targets != -1).sum()
         logits = gx = gw = None
         total = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -117,7 +118,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g_logits = g_logits.to(weight.dtype)
             dx = g_logits @ weight if dx is None else dx + g_logits @ weight
             dw = g_logits.t() @ x if dw is None else dw + g_logits.t() @ x
-        return dx, dw, None, None, None
+        return dx, dw, None, None, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 256,
@@ -134,7 +135,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if x.dim() != 2 or targets.shape != x.shape[:1]:
         raise ValueError(f"linear_cross_entropy: x must be [n, d] and targets [n], got {tuple(x.shape)}, "
                          f"{tuple(targets.shape)}")
-    return _LinearCrossEntropy.apply(x, weight, targets, chunk, return_logits)
+    return _LinearCrossEntropy.apply(x, weight, targets, chunk, return_logits, torch.is_grad_enabled())
 
 
 def perplexity(loss) -> float:

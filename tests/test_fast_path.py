@@ -233,3 +233,20 @@ def test_same_loss_curve_over_100_steps():
     gap = (fast[late].mean() - ref[late].mean()).abs()
     noise = (other_seed[late].mean() - ref[late].mean()).abs()
     assert gap <= max(noise, 0.05), (gap, noise)
+
+
+def test_fused_head_does_no_gradient_work_under_no_grad(monkeypatch):
+    """Evaluation (torch.no_grad) must not pay for the gradients the training forward forms on the way."""
+    from helpers.objective import linear_cross_entropy
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, generator=g, requires_grad=True)
+    y = torch.randint(0, 50, (64,), generator=g)
+    calls = []
+    real = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    with torch.no_grad():
+        loss_eval, _ = linear_cross_entropy(x, w, y, chunk=16)
+    assert calls == []
+    loss_train, _ = linear_cross_entropy(x, w, y, chunk=16)
+    assert len(calls) == 3 and torch.equal(loss_eval, loss_train.detach())
