@@ -35,10 +35,10 @@ import torch
 from .arithmetic import Problem, check_answer, generate_problems, parse_problem
 from .batching import eval_batches, load_splits, split_stats
 from .config import ModelConfig
-from .data import data_path, documents, load_text, split_documents
+from .data import data_path, documents, split_documents
 from .fim import code_chunks, fim_rate_stream
 from .model import Transformer
-from .runtime import data_dir, get_device
+from .runtime import get_device
 from .tasks import passkey_document
 from .tokenizer import load_tokenizer
 
