@@ -20,6 +20,10 @@ and W^UV are one matrix ``wkv_b`` (per head: d_h key rows then d_v value rows). 
 applied before the up-projection (the reference code's ``kv_norm``). Only c_t^KV and k_t^R are cached:
 d_c + d_h^R elements per token per layer.
 
+Cache kinds (``setup_cache(..., kind=)``): "latent" (the default, what MLA is for) holds c^KV and k^R;
+"expanded" holds the per-head keys [k^C; k^R] and values v^C that the naive path materialises, n_h·(d_h +
+d_h^R + d_v) elements per token per layer, as an MHA cache would — the baseline chapter 05 measures against.
+
 Two ways to compute the same numbers:
 - naive: materialise k^C, v^C for every head from the latent, then ordinary attention;
 - absorbed: q^C·k^C = q^C·(W^UK_i c) = (W^UK_iᵀ q^C)·c, so fold W^UK into the query and attend over the
@@ -117,7 +121,12 @@ class GQA(_Cached):
     def _cache_names(self):
         return ("k_cache", "v_cache")
 
-    def setup_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> None:
+    def setup_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32,
+                    kind: str | None = None) -> None:
+        """Allocate K and V [B, max_len, n_g, d_h]; ``kind`` may only be None or "expanded" (there is no latent)."""
+        if kind not in (None, "expanded"):
+            raise ValueError(f"setup_cache: MHA/GQA caches keys and values (kind None or 'expanded'), got kind={kind!r}; "
+                             "a latent cache exists only for attn='mla'")
         shape = (batch_size, max_len, self.n_kv_heads, self.head_dim)
         self.k_cache = torch.zeros(shape, device=device, dtype=dtype)
         self.v_cache = torch.zeros(shape, device=device, dtype=dtype)
@@ -173,15 +182,26 @@ class MLA(_Cached):
             # temperature multiplies the whole logit (q^C·k^C + q^R·k^R), as in DeepSeek-V3: scale × mscale².
             self.softmax_scale = self.softmax_scale * yarn_mscale(cfg.rope_factor, cfg.mscale) ** 2
         self.attn_impl = cfg.attn_impl
-        self.kv_cache = self.pe_cache = None
+        self.kv_cache = self.pe_cache = self.k_cache = self.v_cache = None
 
     def _cache_names(self):
-        return ("kv_cache", "pe_cache")
+        return ("kv_cache", "pe_cache", "k_cache", "v_cache")
 
-    def setup_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32) -> None:
-        """Allocate the latent cache: c^KV [B, max_len, d_c] and k^R [B, max_len, d_h^R]."""
-        self.kv_cache = torch.zeros(batch_size, max_len, self.kv_lora_rank, device=device, dtype=dtype)
-        self.pe_cache = torch.zeros(batch_size, max_len, self.qk_rope_head_dim, device=device, dtype=dtype)
+    def setup_cache(self, batch_size: int, max_len: int, device=None, dtype=torch.float32,
+                    kind: str | None = None) -> None:
+        """Allocate the cache. kind "latent" (default): c^KV [B, max_len, d_c] and k^R [B, max_len, d_h^R].
+        kind "expanded": per-head keys [B, max_len, n_h, d_h + d_h^R] and values [B, max_len, n_h, d_v]."""
+        kind = kind or "latent"
+        if kind not in ("latent", "expanded"):
+            raise ValueError(f"setup_cache: kind must be 'latent' or 'expanded', got {kind!r}")
+        self.clear_cache()
+        if kind == "latent":
+            self.kv_cache = torch.zeros(batch_size, max_len, self.kv_lora_rank, device=device, dtype=dtype)
+            self.pe_cache = torch.zeros(batch_size, max_len, self.qk_rope_head_dim, device=device, dtype=dtype)
+        else:
+            h = self.n_heads
+            self.k_cache = torch.zeros(batch_size, max_len, h, self.qk_head_dim, device=device, dtype=dtype)
+            self.v_cache = torch.zeros(batch_size, max_len, h, self.v_head_dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
@@ -192,6 +212,16 @@ class MLA(_Cached):
         kv, k_pe = self.wkv_a(x).split([self.kv_lora_rank, dr], dim=-1)
         kv = self.kv_norm(kv)                                                      # c^KV  [b, t, d_c]
         k_pe = apply_rotary_emb(k_pe.unsqueeze(2), freqs_cis).squeeze(2)           # k^R   [b, t, d_h^R]
+        if self.k_cache is not None:                  # expanded cache: per-head K and V, always the naive path
+            k_nope, v = self.wkv_b(kv).view(b, t, h, dn + dv).split([dn, dv], dim=-1)
+            k = self._write("k_cache", torch.cat([k_nope, k_pe.unsqueeze(2).expand(b, t, h, dr)], dim=-1), start_pos)
+            v = self._write("v_cache", v, start_pos)
+            s = k.shape[1]
+            mask = None if s == t else causal_mask(t, s - t, x.device)
+            qf = torch.cat([q_nope, q_pe], dim=-1)
+            o = attend(qf.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.softmax_scale, mask,
+                       causal=t > 1).transpose(1, 2)
+            return self.wo(o.flatten(2))
         if self.kv_cache is not None:
             kv = self._write("kv_cache", kv, start_pos)
             k_pe = self._write("pe_cache", k_pe, start_pos)

@@ -240,8 +240,10 @@ class Transformer(nn.Module):
                 m.attn_impl = impl
 
     # -- generation with a cache --------------------------------------------------------------------
-    def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=torch.float32) -> None:
-        """Allocate the per-layer inference caches (latent c^KV and k^R for MLA; K and V for MHA/GQA)."""
+    def setup_cache(self, batch_size: int, max_len: int | None = None, dtype=torch.float32,
+                    kind: str | None = None) -> None:
+        """Allocate the per-layer inference caches: latent c^KV and k^R for MLA (kind None or "latent"), or its
+        per-head K and V (kind "expanded", see helpers.attention); K and V for MHA/GQA (kind None)."""
         if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise ValueError(f"setup_cache: batch_size must be an int ≥ 1, got {batch_size!r}; pass the number of "
                              "sequences you will decode")
@@ -253,7 +255,7 @@ class Transformer(nn.Module):
                              "use a shorter max_len or a model with a larger max_seq_len")
         dev = self.embed.weight.device
         for layer in self.layers:
-            layer.attn.setup_cache(batch_size, max_len, device=dev, dtype=dtype)
+            layer.attn.setup_cache(batch_size, max_len, device=dev, dtype=dtype, kind=kind)
 
     def clear_cache(self) -> None:
         for layer in self.layers:
@@ -266,9 +268,12 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 cache_kind: str | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` [B, T] (greedy when temperature = 0).
 
+        ``use_cache=False`` re-runs the whole sequence for every new token; with a cache, ``cache_kind`` picks
+        what it holds (None = the attention's default: MLA's latent; "expanded": per-head K and V).
         ``top_k``: sample only among the k most likely tokens (None = all). Every argument is checked
         before anything runs (an empty prompt, a negative temperature, top_k = 0 ... raise ValueError).
         """
@@ -291,7 +296,7 @@ class Transformer(nn.Module):
         self.eval()
         try:
             if use_cache:
-                self.setup_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
+                self.setup_cache(idx.shape[0], idx.shape[1] + max_new_tokens, kind=cache_kind)
             out, pos, cur = idx, 0, idx
             for _ in range(max_new_tokens):
                 logits = self(cur, start_pos=pos)["logits"][:, -1] if use_cache else self(out)["logits"][:, -1]

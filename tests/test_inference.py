@@ -1,0 +1,234 @@
+"""helpers.inference: intensity and roofline formulas, cache modes (same tokens, predicted bytes), timings, the
+latent's rank; and the model's expanded cache kind."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from helpers import inference as I
+from helpers.attention import cache_elements_per_token, kv_cache_bytes_per_token
+from helpers.compute import matmul_params
+from helpers.config import ModelConfig, deepseek_v3_config
+from helpers.model import Transformer
+
+SMALL = dict(dim=32, n_layers=2, n_heads=2, inter_dim=48, moe_inter_dim=16, q_lora_rank=16, kv_lora_rank=8,
+             qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, n_routed_experts=4, n_activated_experts=2,
+             n_expert_groups=1, n_limited_groups=1, vocab_size=64, max_seq_len=48)
+
+
+def small(**kw):
+    torch.manual_seed(kw.pop("seed", 0))
+    return Transformer(ModelConfig.cpu(**{**SMALL, **kw})).eval()
+
+
+# ---- formulas ------------------------------------------------------------------------------------------------
+
+def test_matmul_intensity_exact_and_limits():
+    r = I.matmul_intensity(3, 5, 7, 2)
+    assert r["flops"] == 2 * 3 * 5 * 7 and r["bytes"] == 2 * (35 + 15 + 21)
+    assert math.isclose(r["intensity"], 210 / 142)
+    big = I.matmul_intensity(4, 8192, 8192, 2)              # n ≪ k, m: I → 2n / b
+    assert math.isclose(big["intensity"], 4.0, rel_tol=1e-3)
+    with pytest.raises(ValueError, match="bytes_per_element"):
+        I.matmul_intensity(1, 2, 3, 0)
+    with pytest.raises(ValueError, match="n must"):
+        I.matmul_intensity(0, 2, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 10_000), k=st.integers(1, 4096), m=st.integers(1, 4096))
+def test_intensity_grows_with_rows(n, k, m):
+    a, b = I.matmul_intensity(n, k, m, 2), I.matmul_intensity(n + 1, k, m, 2)
+    assert b["intensity"] >= a["intensity"] - 1e-12
+    assert a["intensity"] < min(k, m, n) + 1e-9             # I < min(n, k, m) for b = 2 (never above the smallest side)
+
+
+def test_block_ops_prefill_flops_equal_active_matmul_params():
+    cfg = ModelConfig.cpu()
+    S = 64
+    ops = I.block_ops(cfg, n_tokens=S, context=S, bytes_per_element=4, phase="prefill")
+    mm = sum(o["flops"] for o in ops if o["name"] != "attention core")
+    p = matmul_params(cfg)
+    assert mm == 2 * S * (p["attention"] + p["moe_ffn"])     # 2·n·N over the block's active matmul weights
+    att = next(o for o in ops if o["name"] == "attention core")
+    assert att["flops"] == 2 * S * cfg.n_heads * (S + 1) / 2 * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim)
+
+
+def test_block_ops_decode_is_low_intensity_and_cache_read_is_batch_free():
+    cfg = ModelConfig.cpu()
+    dec = I.block_ops(cfg, 1, 256, 2, phase="decode")
+    pre = I.block_ops(cfg, 256, 256, 2, phase="prefill")
+    total = lambda ops: sum(o["flops"] for o in ops) / sum(o["bytes"] for o in ops)
+    assert total(pre) > 10 * total(dec)
+    a1 = next(o for o in I.block_ops(cfg, 1, 256, 2, batch=1) if o["name"] == "attention over latent cache")
+    a8 = next(o for o in I.block_ops(cfg, 8, 256, 2, batch=8) if o["name"] == "attention over latent cache")
+    assert math.isclose(a1["intensity"], a8["intensity"])    # every user reads their own cache: no reuse
+    # the cache bytes read per user and layer: s·(d_c + d_h^R)·b
+    cache = 256 * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * 2
+    assert a1["bytes"] > cache and a1["bytes"] < cache * 1.2
+
+
+def test_block_ops_errors():
+    cfg = ModelConfig.cpu()
+    with pytest.raises(ValueError, match="phase"):
+        I.block_ops(cfg, 1, 1, phase="serve")
+    with pytest.raises(ValueError, match="MLA"):
+        I.block_ops(ModelConfig.cpu(attn="mha"), 1, 1)
+    with pytest.raises(ValueError, match="context"):
+        I.block_ops(cfg, 1, 0)
+
+
+def test_roofline_and_ridge():
+    assert I.roofline(1.0, 100.0, 10.0) == 10.0 and I.roofline(50.0, 100.0, 10.0) == 100.0
+    assert I.ridge_point(100.0, 10.0) == 10.0
+    t = I.roofline(torch.tensor([1.0, 10.0, 100.0]), 100.0, 10.0)
+    assert t.tolist() == [10.0, 100.0, 100.0]
+    assert I.tokens_per_expert_for(590, 1) == 295
+    with pytest.raises(ValueError, match="peak_flops"):
+        I.roofline(1.0, 0, 1)
+    with pytest.raises(ValueError, match="intensity"):
+        I.roofline(-1.0, 1, 1)
+
+
+@settings(max_examples=50, deadline=None)
+@given(i=st.floats(1e-3, 1e4), p=st.floats(1, 1e6), w=st.floats(1, 1e6))
+def test_roofline_is_min_of_two_roofs(i, p, w):
+    r = I.roofline(i, p, w)
+    assert r <= p * (1 + 1e-12) and r <= i * w * (1 + 1e-12)
+    assert math.isclose(r, p) or math.isclose(r, i * w)
+    assert (i >= I.ridge_point(p, w)) == math.isclose(r, p) or math.isclose(i * w, p)
+
+
+def test_users_per_budget_report_numbers():
+    got = [I.users_per_budget(b, 32 * 1024, 80e9) for b in I.REPORT_KV_BYTES_PER_TOKEN.values()]
+    assert got == [34, 7, 4]
+    v3 = deepseek_v3_config()
+    assert I.REPORT_KV_BYTES_PER_TOKEN["DeepSeek-V3 (MLA)"] == kv_cache_bytes_per_token(
+        "mla", v3.n_layers, kv_lora_rank=v3.kv_lora_rank, qk_rope_head_dim=v3.qk_rope_head_dim)
+    with pytest.raises(ValueError, match="context"):
+        I.users_per_budget(1, 0, 1)
+
+
+# ---- measurements ------------------------------------------------------------------------------------------
+
+def test_measure_bandwidth_and_time_linear():
+    bw = I.measure_bandwidth(1 << 20, repeats=2, budget_s=0.5, device="cpu")
+    assert bw["bytes_per_s"] > 1e8 and bw["n_bytes"] == 1 << 20
+    r = I.time_linear(torch.randn(16, 8), 4, repeats=2)
+    assert r["flops"] == 2 * 4 * 8 * 16 and r["flops_per_s"] > 0
+    assert math.isclose(r["intensity"], I.matmul_intensity(4, 8, 16, 4)["intensity"])
+    with pytest.raises(ValueError, match="n_bytes"):
+        I.measure_bandwidth(10)
+
+
+# ---- cache modes -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_all_modes_give_greedy_identical_tokens(seed):
+    m = small(seed=seed)
+    x = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(seed))
+    outs = [I.generate(m, x, 20, mode=mode, temperature=0) for mode in I.MODES]
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert m.cache_bytes() == 0 and all(l.attn.attn_impl == "naive" for l in m.layers)   # restored
+
+
+def test_expanded_cache_logits_match_latent():
+    m = small()
+    x = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = m(x)["logits"]
+        for kind in ("latent", "expanded"):
+            m.setup_cache(2, 12, kind=kind)
+            a = m(x[:, :9])["logits"]
+            b = torch.cat([m(x[:, i:i + 1], start_pos=i)["logits"] for i in range(9, 12)], dim=1)
+            torch.testing.assert_close(torch.cat([a, b], 1), full, atol=1e-5, rtol=1e-5)
+            m.clear_cache()
+
+
+def test_cache_bytes_match_formulas():
+    m = small()
+    cfg = m.cfg
+    assert I.cache_bytes_per_token(m, "absorbed") == 4 * cache_elements_per_token(cfg)
+    assert I.cache_bytes_per_token(m, "latent") == 4 * cache_elements_per_token(cfg)
+    assert I.cache_bytes_per_token(m, "expanded") == 4 * I.expanded_elements_per_token(cfg)
+    assert I.cache_bytes_per_token(m, "none") == 0
+    assert I.cache_bytes_per_token(m, "latent", dtype=torch.bfloat16) == 2 * cache_elements_per_token(cfg)
+    assert I.expanded_elements_per_token(cfg) == cfg.n_layers * cfg.n_heads * (8 + 4 + 8)
+
+
+def test_gqa_model_modes():
+    m = small(attn="gqa", n_kv_heads=1, n_heads=2)
+    x = torch.randint(0, 64, (1, 5))
+    assert torch.equal(I.generate(m, x, 6, mode="none", temperature=0), I.generate(m, x, 6, mode="expanded", temperature=0))
+    with pytest.raises(ValueError, match="needs an MLA model"):
+        I.generate(m, x, 2, mode="absorbed")
+    with pytest.raises(ValueError, match="latent cache exists only"):
+        m.setup_cache(1, 8, kind="latent")
+    assert I.cache_bytes_per_token(m, "expanded") == 4 * cache_elements_per_token(m.cfg)
+
+
+def test_setup_cache_kind_errors_and_no_partial_state():
+    m = small()
+    with pytest.raises(ValueError, match="kind must be"):
+        m.setup_cache(1, 8, kind="compressed")
+    assert m.cache_bytes() == 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        I.generate(m, torch.zeros(1, 2, dtype=torch.long), 1, mode="fast")
+
+
+def test_decode_and_prefill_timers():
+    m = small()
+    for mode in I.MODES:
+        assert I.decode_step_seconds(m, 16, mode, batch=2, repeats=2) > 0
+    assert I.prefill_seconds(m, 16, batch=2, repeats=1) > 0
+    assert m.cache_bytes() == 0 and not m.training
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        I.decode_step_seconds(m, 49)
+    with pytest.raises(ValueError, match="context"):
+        I.decode_step_seconds(m, 1)
+    with pytest.raises(ValueError, match="n_tokens"):
+        I.prefill_seconds(m, 49)
+
+
+# ---- the latent's rank ------------------------------------------------------------------------------------------
+
+def test_truncated_latent_full_rank_is_identity_and_error_falls_with_rank():
+    m = small()
+    x = torch.randint(0, 64, (4, 24), generator=torch.Generator().manual_seed(5))
+    bases = I.latent_bases(m, x)
+    d_c = m.cfg.kv_lora_rank
+    assert len(bases) == m.cfg.n_layers and all(U.shape == (d_c, d_c) for U in bases)
+    for U in bases:                                          # orthonormal columns
+        torch.testing.assert_close(U.T @ U, torch.eye(d_c), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        full = m(x)["logits"]
+        errs = []
+        for r in range(1, d_c + 1):
+            with I.truncated_latent(m, bases, r):
+                errs.append((m(x)["logits"] - full).pow(2).mean().item())
+        assert errs[-1] < 1e-10
+        assert errs[0] > errs[d_c // 2] > errs[-1]
+        torch.testing.assert_close(m(x)["logits"], full)     # hooks removed on exit
+    with pytest.raises(ValueError, match="exceeds d_c"):
+        with I.truncated_latent(m, bases, d_c + 1):
+            pass
+    with pytest.raises(ValueError, match="bases"):
+        with I.truncated_latent(m, bases[:1], 2):
+            pass
+
+
+def test_latent_bases_is_eckart_young_on_the_captured_latents():
+    m = small()
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(6))
+    seen = []
+    h = m.layers[0].attn.kv_norm.register_forward_hook(lambda mod, i, o: seen.append(o.flatten(0, 1)))
+    with torch.no_grad():
+        m(x)
+    h.remove()
+    C = seen[0]
+    U = I.latent_bases(m, x)[0]
+    r = 3
+    proj = C @ U[:, :r] @ U[:, :r].T
+    s = torch.linalg.svdvals(C)
+    torch.testing.assert_close((C - proj).pow(2).sum(), s[r:].pow(2).sum(), rtol=1e-4, atol=1e-6)
