@@ -12,7 +12,7 @@ import numbers
 import os
 from typing import Callable, Sequence
 
-__all__ = ["live", "slider", "log_slider", "int_slider", "dropdown", "checkbox", "ipywidgets_major"]
+__all__ = ["live", "slider", "log_slider", "int_slider", "dropdown", "checkbox", "text_box", "ipywidgets_major"]
 
 _STYLE = {"description_width": "initial"}
 _LAYOUT = {"width": "420px"}
@@ -94,6 +94,15 @@ def checkbox(value: bool = False, description: str = ""):
     """A checkbox."""
     w = _w()
     return w.Checkbox(value=bool(value), description=description, style=_STYLE)
+
+
+def text_box(value: str = "", description: str = ""):
+    """A one-line text box; it reports its value when you press Enter or leave it (not at every keystroke)."""
+    if not isinstance(value, str):
+        raise TypeError(f"text_box {description!r}: value must be a string, got {type(value).__name__}")
+    w = _w()
+    return w.Text(value=value, description=description, continuous_update=False, style=_STYLE,
+                  layout=w.Layout(**_LAYOUT))
 
 
 def live(fn: Callable, **controls) -> None:

@@ -11,6 +11,8 @@ def test_builders_make_core_widgets():
     assert widgets.dropdown(["a", "b"]).value == "a"
     assert widgets.dropdown([("A", 1), ("B", 2)], value=2).value == 2
     assert widgets.checkbox(True).value is True
+    box = widgets.text_box("12+7=", "prompt")
+    assert isinstance(box, ipywidgets.Text) and box.value == "12+7=" and box.continuous_update is False
     assert widgets.ipywidgets_major() in (7, 8)
 
 
@@ -21,6 +23,8 @@ def test_builders_reject_bad_values():
         widgets.dropdown(["a"], value="z")
     with pytest.raises(ValueError, match="outside"):
         widgets.int_slider(0, 1, 8)
+    with pytest.raises(TypeError, match="must be a string"):
+        widgets.text_box(3)
 
 
 def test_live_displays_once_and_returns_none(monkeypatch):
