@@ -9,9 +9,16 @@ intensity I = F / M (FLOP per byte). A weight matrix k × m applied to n rows, b
 
     F = 2·n·k·m,    M = b·(k·m + n·k + n·m)    →   I ≈ 2·n / b   when n ≪ k, m     (weights dominate)
 
-so a decode step at batch B has I ≈ 2B/b: tiny. Attention over a cache is worse still: per user and step it
-reads s·(d_c + d_h^R) cached elements per layer (MLA) to do 2·n_h·s·(2·d_c + d_h^R) FLOPs (absorbed path),
-I ≈ 2·n_h·(2·d_c + d_h^R) / (b·(d_c + d_h^R)), independent of the batch: every user has a cache of their own.
+so a decode step at batch B has I ≈ 2B/b: tiny (and never above 2km/(b(k + m)), however large n).
+
+Attention over a cache cannot be batched — every user reads a cache of their own — so its intensity does not
+grow with B. What it is depends on the cache. MHA/GQA: each cached key or value element serves the n_h/n_g query
+heads of its group, I ≈ 2·(n_h/n_g)/b — about 1 FLOP/byte for MHA in BF16. MLA (absorbed): the latent is shared by
+all n_h heads, so per user and step it reads s·(d_c + d_h^R) elements per layer to do 2·n_h·s·(2·d_c + d_h^R) FLOPs,
+
+    I ≈ 2·n_h·(2·d_c + d_h^R) / (b·(d_c + d_h^R))       (V3, BF16: ≈ 240 FLOP/byte, near the H800's ridge)
+
+so MLA does not only shrink the cache: it moves decode attention from deeply memory-bound to nearly compute-bound.
 
 Roofline (Williams et al. 2009). A chip with peak P FLOP/s and memory bandwidth W bytes/s runs an operation
 of intensity I at most at
@@ -46,7 +53,7 @@ from .config import ModelConfig
 __all__ = [
     "H800_HBM_BYTES_PER_S", "REPORT_KV_BYTES_PER_TOKEN", "MODES", "matmul_intensity", "block_ops", "roofline",
     "ridge_point", "measure_bandwidth", "time_linear", "decode_mode", "generate", "decode_step_seconds",
-    "prefill_seconds", "cache_bytes_per_token", "users_per_budget", "tokens_per_expert_for",
+    "prefill_seconds", "cache_bytes_per_token", "users_per_budget", "tokens_per_expert_for", "greedy_match",
 ]
 
 H800_HBM_BYTES_PER_S = 3.35e12   # HBM3 bandwidth of the H800 SXM (= H100 SXM5 datasheet, 3.35 TB/s)
@@ -224,8 +231,13 @@ def time_linear(weight: torch.Tensor, n_rows: int, repeats: int = 20, budget_s: 
     n = _count("n_rows", n_rows, "time_linear")
     m, k = weight.shape
     x = torch.randn(n, k, generator=torch.Generator().manual_seed(0)).to(weight)
+
+    def run():
+        F.linear(x, weight)
+        _sync(weight.device)
+
     with torch.no_grad():
-        sec = _best_seconds(lambda: F.linear(x, weight), repeats, budget_s)
+        sec = _best_seconds(run, repeats, budget_s)
     flops = 2.0 * n * k * m
     return {"seconds": sec, "flops": flops, "flops_per_s": flops / sec,
             "intensity": matmul_intensity(n, k, m, weight.element_size())["intensity"]}
@@ -352,6 +364,28 @@ def cache_bytes_per_token(model, mode: str = "absorbed", dtype=torch.float32) ->
             model.clear_cache()
 
 
+@torch.no_grad()
+def greedy_match(model, a: torch.Tensor, b: torch.Tensor, prompt_len: int, tol: float = 1e-3) -> bool:
+    """Are two greedy decodings of the same prompts the same function's output?
+
+    True when the token tensors are equal, or when every row's first difference sits at a near-tie: the model's
+    top-2 logits at that position (recomputed without a cache) differ by less than ``tol``. Two computations of the
+    same logits (a cache vs none, one token vs two per forward) differ in the last float bits, so an exact tie
+    may break either way on another CPU; any other difference is a bug.
+    """
+    if a.shape != b.shape or not torch.equal(a[:, :prompt_len], b[:, :prompt_len]):
+        return False
+    for row in range(a.shape[0]):
+        diff = (a[row] != b[row]).nonzero()
+        if len(diff) == 0:
+            continue
+        j = int(diff[0])
+        top = model(a[row:row + 1, :j])["logits"][0, -1].float().topk(2).values
+        if float(top[0] - top[1]) >= tol:
+            return False
+    return True
+
+
 def users_per_budget(bytes_per_token: float, context: int, budget_bytes: float) -> int:
     """⌊budget / (bytes per token · context)⌋: users whose whole context fits in a memory budget."""
     bpt = _pos("bytes_per_token", bytes_per_token, "users_per_budget")
@@ -415,3 +449,65 @@ def truncated_latent(model, bases: list[torch.Tensor], rank: int):
 
 
 __all__ += ["latent_bases", "truncated_latent"]
+
+
+# ---- serving one request end to end (chapter 05.5's widget) ----------------------------------------------
+
+def complete(model, tok, prompt: str, max_new_tokens: int = 48, temperature: float = 0.0, top_k: int | None = None,
+             mode: str = "absorbed", speculative: bool = False, seed: int = 0) -> dict:
+    """Serve one completion request and measure it: the text, time to first token, tokens/s and cache bytes.
+
+    ``mode`` is the cache (see the module docstring); ``speculative`` drafts with the MTP module and verifies with
+    the main model (helpers.speculative: greedy only, on the latent cache). A prompt longer than the window keeps
+    its last tokens. Time to first token is measured by a separate one-token request; cache bytes are the
+    per-token bytes measured by allocation (:func:`cache_bytes_per_token`) times the positions held (plus the MTP
+    module's latent when speculative). Returns {"text", "prompt_tokens", "new_tokens", "seconds", "tokens_per_s",
+    "ttft_s", "cache_bytes", "acceptance" (nan unless speculative), "main_forwards"}.
+    """
+    from .speculative import speculative_generate
+    where = "complete"
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"{where}: prompt must be a non-empty string, got {prompt!r}")
+    _check_mode(mode, model, where)
+    max_new_tokens = _count("max_new_tokens", max_new_tokens, where)
+    if speculative and temperature != 0:
+        raise ValueError(f"{where}: speculative decoding here is greedy; set temperature=0 (got {temperature!r}) or "
+                         "turn speculative off")
+    if speculative and mode not in ("latent", "absorbed"):
+        raise ValueError(f"{where}: speculative decoding runs on the latent cache; use mode 'latent' or 'absorbed', "
+                         f"got {mode!r}")
+    window = model.cfg.max_seq_len - max_new_tokens
+    if window < 1:
+        raise ValueError(f"{where}: max_new_tokens {max_new_tokens} leaves no room for a prompt in max_seq_len = "
+                         f"{model.cfg.max_seq_len}")
+    dev = model.embed.weight.device
+    ids = tok.encode(prompt)[-window:]
+    idx = torch.tensor([ids], dtype=torch.long, device=dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    t0 = time.perf_counter()
+    if speculative:
+        with decode_mode(model, mode):
+            r = speculative_generate(model, idx, max_new_tokens)
+        out, acceptance, forwards = r.tokens, r.acceptance, r.main_forwards
+    else:
+        out = generate(model, idx, max_new_tokens, mode=mode, temperature=temperature, top_k=top_k, generator=gen)
+        acceptance, forwards = float("nan"), max_new_tokens       # prefill + (n - 1) one-token steps
+    _sync(dev)
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    generate(model, idx, 1, mode=mode, temperature=temperature, top_k=top_k,
+             generator=torch.Generator(device=dev).manual_seed(seed))
+    _sync(dev)
+    ttft = time.perf_counter() - t0
+    positions = len(ids) + max_new_tokens
+    cache = cache_bytes_per_token(model, mode) * positions
+    if speculative:
+        cfg = model.cfg
+        cache += (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * model.embed.weight.element_size() * positions
+    new = out[0, len(ids):].tolist()
+    return {"text": tok.decode(new), "prompt_tokens": len(ids), "new_tokens": len(new), "seconds": seconds,
+            "tokens_per_s": len(new) / seconds, "ttft_s": ttft, "cache_bytes": int(cache), "acceptance": acceptance,
+            "main_forwards": forwards}
+
+
+__all__ += ["complete"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ except ImportError:  # pragma: no cover - tqdm is a declared dependency
     _tqdm = None
 
 __all__ = [
+    "interleaved_medians",
     "get_device", "seed_everything", "repo_root", "data_dir", "on_colab", "progress",
     "DEFAULT_SEED", "fast_path", "use_fast_path", "probe_bf16", "autocast_dtype", "training_autocast",
 ]
@@ -227,3 +229,27 @@ def training_autocast(device=None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def interleaved_medians(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
+    """Median wall time in seconds of each function of ``fns`` (called without arguments), measured interleaved:
+    every repeat calls all of them once, in turn, so a slow phase of a shared machine slows all alike and the
+    ratio of two medians survives it. ``warmup`` untimed rounds come first; on CUDA each call is followed by a
+    synchronize, so the time is the work's, not the launch's. Returns {name: median seconds}."""
+    for name, v, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+            raise ValueError(f"interleaved_medians: {name} must be an int ≥ {low}, got {v!r}")
+    if not fns:
+        raise ValueError("interleaved_medians: fns must name at least one function")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times = {k: [] for k in fns}
+    for r in range(warmup + repeats):
+        for k, f in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            f()
+            sync()
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[k].append(dt)
+    return {k: statistics.median(v) for k, v in times.items()}
