@@ -232,3 +232,51 @@ def test_latent_bases_is_eckart_young_on_the_captured_latents():
     proj = C @ U[:, :r] @ U[:, :r].T
     s = torch.linalg.svdvals(C)
     torch.testing.assert_close((C - proj).pow(2).sum(), s[r:].pow(2).sum(), rtol=1e-4, atol=1e-6)
+
+
+# ---- one request end to end -------------------------------------------------------------------------------------
+
+def test_complete_on_the_base_model():
+    from helpers.pretraining import load_base
+    from helpers.tokenizer import load_tokenizer
+    torch.set_num_threads(1)
+    base, tok = load_base("cpu"), load_tokenizer()
+    prompt = "Q: What is (3 + 4) * 2?\nA:"
+    plain = I.complete(base, tok, prompt, 16)
+    spec = I.complete(base, tok, prompt, 16, speculative=True)
+    none = I.complete(base, tok, prompt, 16, mode="none")
+    assert plain["text"] == spec["text"] == none["text"] and plain["new_tokens"] == 16
+    n = plain["prompt_tokens"] + 16
+    assert plain["prompt_tokens"] == len(tok.encode(prompt))
+    assert plain["cache_bytes"] == n * 4 * cache_elements_per_token(base.cfg) and none["cache_bytes"] == 0
+    per_layer = (base.cfg.kv_lora_rank + base.cfg.qk_rope_head_dim) * 4
+    assert spec["cache_bytes"] == plain["cache_bytes"] + n * per_layer       # + the MTP module's latent
+    assert 0 <= spec["acceptance"] <= 1 and spec["main_forwards"] <= 16 and math.isnan(plain["acceptance"])
+    assert plain["ttft_s"] > 0 and plain["tokens_per_s"] > 0
+    a = I.complete(base, tok, prompt, 12, temperature=1.0, top_k=20, seed=3)
+    assert a["text"] == I.complete(base, tok, prompt, 12, temperature=1.0, top_k=20, seed=3)["text"]
+    long = I.complete(base, tok, "x " * 400, 8)                          # keeps the last tokens of a long prompt
+    assert long["prompt_tokens"] == base.cfg.max_seq_len - 8
+    with pytest.raises(ValueError, match="greedy"):
+        I.complete(base, tok, prompt, 4, temperature=0.5, speculative=True)
+    with pytest.raises(ValueError, match="latent cache"):
+        I.complete(base, tok, prompt, 4, mode="expanded", speculative=True)
+    with pytest.raises(ValueError, match="non-empty"):
+        I.complete(base, tok, "", 4)
+    with pytest.raises(ValueError, match="no room"):
+        I.complete(base, tok, prompt, base.cfg.max_seq_len)
+    assert base.cache_bytes() == 0
+
+
+def test_greedy_match_allows_only_near_ties():
+    m = small()
+    x = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(8))
+    a = I.generate(m, x, 10, temperature=0)
+    assert I.greedy_match(m, a, a.clone(), 6)
+    b = a.clone()
+    b[1, 8] = (b[1, 8] + 1) % 64                                          # a real difference, not a tie
+    with torch.no_grad():
+        top = m(a[1:2, :8])["logits"][0, -1].topk(2).values
+    assert I.greedy_match(m, a, b, 6) == bool(top[0] - top[1] < 1e-3)
+    assert I.greedy_match(m, a, b, 6, tol=float("inf"))
+    assert not I.greedy_match(m, a, a[:, :-1], 6)
