@@ -281,6 +281,33 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def _median_seconds(model, where: str, n_tokens: int, batch: int, repeats: int, seed: int, prepare, step) -> float:
+    """Shared by the timers: random prompts [batch, n_tokens] (seeded), ``prepare(x)`` untimed, then ``step(x)``
+    timed repeats + 1 times (the first is a warm-up); the model is left in its mode with no cache."""
+    n_tokens = _count("n_tokens" if where == "prefill_seconds" else "context", n_tokens, where,
+                      1 if where == "prefill_seconds" else 2)
+    batch = _count("batch", batch, where)
+    repeats = _count("repeats", repeats, where)
+    if n_tokens > model.cfg.max_seq_len:
+        raise ValueError(f"{where}: {n_tokens} positions exceed max_seq_len = {model.cfg.max_seq_len}")
+    dev = model.embed.weight.device
+    x = torch.randint(0, model.cfg.vocab_size, (batch, n_tokens), generator=torch.Generator().manual_seed(seed)).to(dev)
+    was = model.training
+    model.eval()
+    times = []
+    try:
+        prepare(x)
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            step(x)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.clear_cache()
+        model.train(was)
+    return statistics.median(times[1:])
+
+
 @torch.no_grad()
 def decode_step_seconds(model, context: int, mode: str = "absorbed", batch: int = 1, repeats: int = 5,
                         seed: int = 0) -> float:
@@ -290,62 +317,24 @@ def decode_step_seconds(model, context: int, mode: str = "absorbed", batch: int 
     modes: the prompt of context − 1 tokens is prefilled once (not timed), then the step at the last position
     is timed ``repeats`` times (it overwrites the same cache slot, so each repeat does the same work).
     """
-    where = "decode_step_seconds"
-    _check_mode(mode, model, where)
-    context = _count("context", context, where, 2)
-    batch = _count("batch", batch, where)
-    repeats = _count("repeats", repeats, where)
-    if context > model.cfg.max_seq_len:
-        raise ValueError(f"{where}: context {context} exceeds max_seq_len = {model.cfg.max_seq_len}")
-    dev = model.embed.weight.device
-    x = torch.randint(0, model.cfg.vocab_size, (batch, context), generator=torch.Generator().manual_seed(seed)).to(dev)
-    was = model.training
-    model.eval()
-    times = []
-    try:
-        with decode_mode(model, mode) as kind:
+    _check_mode(mode, model, "decode_step_seconds")
+    with decode_mode(model, mode) as kind:
+        def prepare(x):
             if kind is not None:
-                model.setup_cache(batch, context, kind=kind)
+                model.setup_cache(x.shape[0], x.shape[1], kind=kind)
                 model(x[:, :-1])
-            for _ in range(repeats + 1):                       # first = warm-up
-                t0 = time.perf_counter()
-                if kind is None:
-                    model(x)
-                else:
-                    model(x[:, -1:], start_pos=context - 1)
-                _sync(dev)
-                times.append(time.perf_counter() - t0)
-    finally:
-        model.clear_cache()
-        model.train(was)
-    return statistics.median(times[1:])
+
+        def step(x):
+            return model(x) if kind is None else model(x[:, -1:], start_pos=x.shape[1] - 1)
+
+        return _median_seconds(model, "decode_step_seconds", context, batch, repeats, seed, prepare, step)
 
 
 @torch.no_grad()
 def prefill_seconds(model, n_tokens: int, batch: int = 1, repeats: int = 3, seed: int = 0) -> float:
     """Median seconds of a prefill forward of ``batch`` prompts of ``n_tokens`` tokens writing a latent cache."""
-    where = "prefill_seconds"
-    n_tokens = _count("n_tokens", n_tokens, where)
-    batch = _count("batch", batch, where)
-    repeats = _count("repeats", repeats, where)
-    if n_tokens > model.cfg.max_seq_len:
-        raise ValueError(f"{where}: n_tokens {n_tokens} exceeds max_seq_len = {model.cfg.max_seq_len}")
-    dev = model.embed.weight.device
-    x = torch.randint(0, model.cfg.vocab_size, (batch, n_tokens), generator=torch.Generator().manual_seed(seed)).to(dev)
-    was = model.training
-    model.eval()
-    times = []
-    try:
-        model.setup_cache(batch, n_tokens)
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            model(x)
-            _sync(dev)
-            times.append(time.perf_counter() - t0)
-    finally:
-        model.clear_cache()
-        model.train(was)
-    return statistics.median(times[1:])
+    return _median_seconds(model, "prefill_seconds", n_tokens, batch, repeats, seed,
+                           lambda x: model.setup_cache(x.shape[0], x.shape[1]), lambda x: model(x))
 
 
 def cache_bytes_per_token(model, mode: str = "absorbed", dtype=torch.float32) -> float:

@@ -41,7 +41,7 @@ from .model import Transformer, check_token_ids
 from .runtime import interleaved_medians  # noqa: F401  (re-exported: 05.4 times with it)
 
 __all__ = ["SpecResult", "speculative_generate", "expected_speedup", "acceptance_walk", "mtp_logits",
-           "mtp_agreement", "mark_drafts", "speculative_view", "interleaved_medians", "KINDS"]
+           "draft_outcomes", "mtp_agreement", "mark_drafts", "speculative_view", "interleaved_medians", "KINDS"]
 
 KINDS = ("main", "draft", "bonus")   # who chose each new token: the main model alone, an accepted draft, a bonus
 
@@ -187,7 +187,10 @@ def expected_speedup(acceptance: float, draft_cost: float = 0.0, verify_cost: fl
 
         S = (1 + p) / (c_v + c_d).
 
-    Examples: p = 0.85, free draft and verify → 1.85; p = 0.9, c_v = 1.02, c_d = 0.03 → 1.85.
+    Examples: p = 0.85, free draft and verify → 1.85; p = 0.9, c_v = 1.02, c_d = 0.03 → 1.9 / 1.05 ≈ 1.81.
+
+    Two drafters compared at the same c_v: one with acceptance p_1 and cost c_d beats a free one (c_d = 0) with
+    acceptance p_0 only if p_1 > (1 + p_0)(c_v + c_d)/c_v − 1, which can exceed 1 when the draft is costly.
     """
     if not (isinstance(acceptance, (int, float)) and not isinstance(acceptance, bool) and 0 <= acceptance <= 1):
         raise ValueError(f"expected_speedup: acceptance must be a probability in [0, 1], got {acceptance!r}")
@@ -231,6 +234,28 @@ def acceptance_walk(agree: Sequence[bool], n_new: int) -> dict:
             kinds.append("main")
             j += 1
     return {"drafted": drafted, "accepted": accepted, "main_forwards": forwards, "kinds": kinds}
+
+
+def draft_outcomes(kinds: Sequence[str]) -> list[tuple[int, bool]]:
+    """The drafts a run verified, read back from its ``kinds``: (j, accepted) for each, j being the index of the
+    new token that was the last verified one when the draft was made (the j of :func:`acceptance_walk`'s
+    ``agree[j]``). Inverse of the walk: for any flags, ``draft_outcomes(acceptance_walk(flags, n)["kinds"])`` lists
+    exactly the (j, flags[j]) the walk visited. Used to compare a run's drafts one by one with re-computed ones.
+    """
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"draft_outcomes: kind {bad[0]!r} is not one of {KINDS}")
+    n, j, out = len(kinds), 0, []
+    while j < n - 1:
+        if n - 1 - j == 1:                   # one token left: a plain forward, no draft
+            j += 1
+            continue
+        accepted = kinds[j + 1] == "draft"
+        if accepted and kinds[j + 2] != "bonus":          # j + 2 ≤ n − 1 here
+            raise ValueError(f"draft_outcomes: the accepted draft at new token {j + 1} is not followed by its bonus")
+        out.append((j, accepted))
+        j += 2 if accepted else 1
+    return out
 
 
 @torch.no_grad()

@@ -183,12 +183,14 @@ def test_decode_and_prefill_timers():
         assert I.decode_step_seconds(m, 16, mode, batch=2, repeats=2) > 0
     assert I.prefill_seconds(m, 16, batch=2, repeats=1) > 0
     assert m.cache_bytes() == 0 and not m.training
-    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+    with pytest.raises(ValueError, match="exceed max_seq_len"):
         I.decode_step_seconds(m, 49)
     with pytest.raises(ValueError, match="context"):
         I.decode_step_seconds(m, 1)
-    with pytest.raises(ValueError, match="n_tokens"):
+    with pytest.raises(ValueError, match="prefill_seconds: 49 positions exceed"):
         I.prefill_seconds(m, 49)
+    with pytest.raises(ValueError, match="n_tokens must be"):
+        I.prefill_seconds(m, 0)
 
 
 # ---- the latent's rank ------------------------------------------------------------------------------------------

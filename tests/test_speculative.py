@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.inference import greedy_match
 from helpers.model import ModelConfig, Transformer
-from helpers.speculative import (KINDS, acceptance_walk, expected_speedup, interleaved_medians, mark_drafts,
-                                 mtp_agreement, mtp_logits, speculative_generate, speculative_view)
+from helpers.speculative import (KINDS, acceptance_walk, draft_outcomes, expected_speedup, interleaved_medians,
+                                 mark_drafts, mtp_agreement, mtp_logits, speculative_generate, speculative_view)
 
 SMALL = dict(vocab_size=16, dim=32, n_heads=2, q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8,
              qk_rope_head_dim=4, v_head_dim=8, inter_dim=48, moe_inter_dim=16, max_seq_len=64)
@@ -42,6 +43,13 @@ def val_prompts():
     return out
 
 
+def same_greedy(m, a, b, prompt_len):
+    """Equal tokens, or a first difference at a top-2 near-tie of the main model (rounding may break an exact tie
+    either way on another CPU: helpers.inference.greedy_match)."""
+    with torch.no_grad():
+        return greedy_match(m, a, b, prompt_len)
+
+
 def check_counts(r, n_new):
     assert r.new_tokens == n_new == len(r.kinds)
     assert r.new_tokens == r.main_forwards + r.accepted          # each forward: its own token + an accepted draft
@@ -60,7 +68,7 @@ def test_base_model_speculative_equals_greedy_every_domain(base, val_prompts):
     accepted = rejected = 0
     for domain, x in val_prompts:
         r = speculative_generate(base, x, 48)
-        assert torch.equal(r.tokens, base.generate(x, 48, temperature=0)), domain
+        assert same_greedy(base, r.tokens, base.generate(x, 48, temperature=0), x.shape[1]), domain
         check_counts(r, 48)
         accepted += r.accepted
         rejected += r.drafted - r.accepted
@@ -69,15 +77,21 @@ def test_base_model_speculative_equals_greedy_every_domain(base, val_prompts):
 
 def test_counts_equal_the_walk_over_teacher_forced_drafts(base, val_prompts):
     """Independent check of the bookkeeping: the drafts the MTP module makes in one teacher-forced forward over the
-    final output decide, through acceptance_walk, exactly the counts and kinds the cached run reported."""
+    final output decide, through acceptance_walk, exactly the counts and kinds the cached run reported — unless a
+    cached draft differs from its teacher-forced twin, which rounding allows only at a near-tie of the MTP's top 2
+    logits."""
     for domain, x in val_prompts[::2]:
         n = x.shape[1]
         r = speculative_generate(base, x, 40)
         _, mtp = mtp_logits(base, r.tokens)
         agree = (mtp.argmax(-1)[0, n - 1:-1] == r.tokens[0, n + 1:]).tolist()
-        w = acceptance_walk(agree, 40)
-        assert (w["drafted"], w["accepted"], w["main_forwards"], w["kinds"]) == \
-               (r.drafted, r.accepted, r.main_forwards, r.kinds), domain
+        top2 = mtp[0, n - 1:-1].topk(2).values
+        differ = [j for j, a in draft_outcomes(r.kinds) if agree[j] != a]
+        assert all(float(top2[j, 0] - top2[j, 1]) < 1e-3 for j in differ), (domain, differ)
+        if not differ:
+            w = acceptance_walk(agree, 40)
+            assert (w["drafted"], w["accepted"], w["main_forwards"], w["kinds"]) == \
+                   (r.drafted, r.accepted, r.main_forwards, r.kinds), domain
 
 
 def test_cached_mtp_states_equal_the_teacher_forced_ones(base, val_prompts, monkeypatch):
@@ -115,7 +129,7 @@ def test_random_models_speculative_equals_greedy(seed, n_prompt, n_new, variant)
     m = small_model(seed, init_std=0.3, **kw)
     x = torch.randint(0, SMALL["vocab_size"], (1, n_prompt), generator=torch.Generator().manual_seed(seed))
     r = speculative_generate(m, x, n_new)
-    assert torch.equal(r.tokens, m.generate(x, n_new, temperature=0))
+    assert same_greedy(m, r.tokens, m.generate(x, n_new, temperature=0), n_prompt)
     check_counts(r, n_new)
 
 
@@ -128,7 +142,7 @@ def test_random_models_both_branches_and_full_window():
         x = torch.randint(0, SMALL["vocab_size"], (1, 4), generator=torch.Generator().manual_seed(seed))
         n_new = SMALL["max_seq_len"] - 4
         r = speculative_generate(m, x, n_new)
-        assert torch.equal(r.tokens, m.generate(x, n_new, temperature=0)), seed
+        assert same_greedy(m, r.tokens, m.generate(x, n_new, temperature=0), 4), seed
         check_counts(r, n_new)
         accepted += r.accepted
         rejected += r.drafted - r.accepted
@@ -249,6 +263,32 @@ def test_acceptance_walk_laws(flags):
         assert w["main_forwards"] == n
 
 
+@given(flags=st.lists(st.booleans(), min_size=0, max_size=60), extra=st.integers(0, 3))
+def test_draft_outcomes_invert_the_walk(flags, extra):
+    n = max(len(flags) + 1 - extra, 0)
+    w = acceptance_walk(flags, n)
+    out = draft_outcomes(w["kinds"])
+    assert len(out) == w["drafted"] and sum(a for _, a in out) == w["accepted"]
+    assert all(flags[j] == a for j, a in out)                    # the flags the walk read, where it read them
+    assert [j for j, _ in out] == sorted({j for j, _ in out})
+    flipped = list(flags)                                        # flags the walk never read do not matter
+    seen = {j for j, _ in out}
+    for j in range(len(flipped)):
+        if j not in seen:
+            flipped[j] = not flipped[j]
+    assert acceptance_walk(flipped, n) == w
+
+
+def test_draft_outcomes_on_a_run():
+    assert draft_outcomes(["main", "draft", "bonus", "main", "main", "draft", "bonus", "main"]) == \
+        [(0, True), (2, False), (3, False), (4, True)]          # the last token came from a plain forward
+    assert draft_outcomes(["main"]) == [] and draft_outcomes([]) == []
+    with pytest.raises(ValueError, match="bonus"):
+        draft_outcomes(["main", "draft", "main", "main"])
+    with pytest.raises(ValueError, match="'guess'"):
+        draft_outcomes(["main", "guess"])
+
+
 def test_acceptance_walk_errors():
     with pytest.raises(ValueError, match="n_new"):
         acceptance_walk([True], -1)
@@ -317,7 +357,7 @@ def test_speculative_view_on_the_base_model(base, val_prompts):
     assert v["text"].count("⟦") == v["accepted"] == r.accepted and v["text"].count("{") >= r.accepted
     assert v["saved"] == 30 - r.main_forwards == r.accepted
     assert v["plain_forwards"] == 30 and v["acceptance"] == r.acceptance
-    assert torch.equal(r.tokens, base.generate(torch.tensor([ids]), 30, temperature=0))
+    assert same_greedy(base, r.tokens, base.generate(torch.tensor([ids]), 30, temperature=0), len(ids))
     pieces = [tok.decode([t]) for t in r.tokens[0, len(ids):].tolist()]
     assert v["text"] == tok.decode(ids) + mark_drafts(pieces, r.kinds, show_bonus=True)
     assert speculative_view(base, tok, ids, 30)["text"] == tok.decode(ids) + mark_drafts(pieces, r.kinds)
