@@ -40,6 +40,7 @@ import numbers
 import torch
 
 from .config import ModelConfig
+from .model import attention_matmul_params
 from .optim import DEEPSEEK_V3_SCHEDULE, deepseek_v3_batch_size, deepseek_v3_lr
 
 __all__ = [
@@ -106,15 +107,7 @@ def matmul_params(cfg: ModelConfig) -> dict:
     """
     cfg = _cfg(cfg, "matmul_params")
     d = cfg.dim
-    if cfg.attn == "mla":
-        qk = cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
-        q = d * qk if cfg.q_lora_rank == 0 else d * cfg.q_lora_rank + cfg.q_lora_rank * qk
-        attn = (q + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
-                + cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-                + cfg.n_heads * cfg.v_head_dim * d)
-    else:
-        hd = d // cfg.n_heads
-        attn = 2 * d * cfg.n_heads * hd + 2 * d * cfg.kv_heads * hd
+    attn = attention_matmul_params(cfg)
     dense = 3 * d * cfg.inter_dim
     moe = ((cfg.n_shared_experts + cfg.n_activated_experts) * 3 * d * cfg.moe_inter_dim + cfg.n_routed_experts * d
            if cfg.n_routed_experts else 0)

@@ -338,6 +338,20 @@ class Transformer(nn.Module):
                 "head": self.head.weight.numel()}
 
 
+def attention_matmul_params(cfg: ModelConfig) -> int:
+    """Weights of one attention block's matrices (no norm gains): MLA W^DQ, W^UQ;W^QR (or W^Q), W^DKV;W^KR,
+    W^UK;W^UV, W^O; MHA/GQA W^Q, W^K, W^V, W^O. Shared by :func:`count_params` and helpers.compute."""
+    d = cfg.dim
+    if cfg.attn == "mla":
+        qk = cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
+        q = d * qk if cfg.q_lora_rank == 0 else d * cfg.q_lora_rank + cfg.q_lora_rank * qk
+        return (q + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+                + cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+                + cfg.n_heads * cfg.v_head_dim * d)
+    hd = d // cfg.n_heads
+    return 2 * d * cfg.n_heads * hd + 2 * d * cfg.kv_heads * hd
+
+
 def count_params(cfg: ModelConfig) -> dict:
     """The same counts as ``Transformer(cfg).num_params()`` from the config alone (formulas, no module).
 
@@ -349,15 +363,9 @@ def count_params(cfg: ModelConfig) -> dict:
     Model: embedding V·dim + head V·dim + final norm dim + blocks; MTP depth: 2 norms + 2·dim² + a block.
     """
     d = cfg.dim
-    if cfg.attn == "mla":
-        qk = cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim)
-        q = d * qk if cfg.q_lora_rank == 0 else d * cfg.q_lora_rank + cfg.q_lora_rank + cfg.q_lora_rank * qk
-        attn = (q + d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + cfg.kv_lora_rank
-                + cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-                + cfg.n_heads * cfg.v_head_dim * d)
-    else:
-        hd = d // cfg.n_heads
-        attn = 2 * d * cfg.n_heads * hd + 2 * d * cfg.kv_heads * hd
+    attn = attention_matmul_params(cfg)
+    if cfg.attn == "mla":                           # + the RMSNorm gains of the two latents (d_c' and d_c)
+        attn += cfg.q_lora_rank + cfg.kv_lora_rank
     expert = 3 * d * cfg.moe_inter_dim
     moe_total = (cfg.n_routed_experts + cfg.n_shared_experts) * expert + cfg.n_routed_experts * d
     moe_off = (cfg.n_routed_experts - cfg.n_activated_experts) * expert
