@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-__all__ = ["side_by_side", "fmt"]
+__all__ = ["side_by_side", "fmt", "seed_runs"]
 
 
 class _Shown(str):
@@ -63,3 +63,18 @@ def side_by_side(
             pass
         print(md)
     return md
+
+
+def seed_runs(result: dict, key: str, value, kind: str, kinds: Sequence[str], domain: str, domains: Sequence[str],
+              where: str, order=None, source: str = "result") -> list[dict]:
+    """The runs of a shipped result file (``result["runs"]``, one per seed and setting) whose ``key`` equals
+    ``value``, after checking (errors name the ``source``, e.g. "sweep") the arguments a curve widget passes: ``value`` one of the file's settings (sorted by
+    ``order``), ``kind`` one of ``kinds``, and for kind "val" ``domain`` "mean" or one of ``domains``."""
+    present = sorted({r[key] for r in result["runs"]}, key=order)
+    if value not in present:
+        raise ValueError(f"{where}: {key} {value!r} is not in the {source}; choose one of {present}")
+    if kind not in kinds:
+        raise ValueError(f"{where}: kind must be one of {list(kinds)}, got {kind!r}")
+    if kind == "val" and domain not in ("mean", *domains):
+        raise ValueError(f"{where}: domain must be 'mean' or one of {tuple(domains)}, got {domain!r}")
+    return [r for r in result["runs"] if r[key] == value]

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from helpers.report import seed_runs  # noqa: E402
 from helpers.batching import DEFAULT_WEIGHTS, MixtureSampler, eval_batches, load_splits  # noqa: E402
 from helpers.compute import run_flops  # noqa: E402
 from helpers.config import ModelConfig  # noqa: E402
@@ -404,17 +405,8 @@ def arm_curves(result: dict, arm: str, domain: str = "mean", kind: str = "val") 
 
     ``kind`` "val": validation loss at the evaluation steps (``domain`` "mean" or a domain); "train": training loss;
     "maxvio": step MaxVio (both every ``curve_every`` steps). Returns [(seed, steps, values)] in the file's order."""
-    arms = sorted({r["arm"] for r in result["runs"]}, key=ARMS.index)
-    if arm not in arms:
-        raise ValueError(f"arm_curves: arm {arm!r} is not in the result; choose one of {arms}")
-    if kind not in ("val", "train", "maxvio"):
-        raise ValueError(f"arm_curves: kind must be 'val', 'train' or 'maxvio', got {kind!r}")
-    if kind == "val" and domain not in ("mean", *DOMAINS):
-        raise ValueError(f"arm_curves: domain must be 'mean' or one of {DOMAINS}, got {domain!r}")
     out = []
-    for r in result["runs"]:
-        if r["arm"] != arm:
-            continue
+    for r in seed_runs(result, "arm", arm, kind, ("val", "train", "maxvio"), domain, DOMAINS, "arm_curves", ARMS.index):
         if kind == "val":
             out.append((r["seed"], list(r["val_steps"]), list(r["val_curves"][domain])))
         else:

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from helpers.batching import DEFAULT_WEIGHTS, MixtureSampler, eval_batches, load_splits  # noqa: E402
 from helpers.compute import measure_matmul_peak, training_flops_per_token  # noqa: E402
 from helpers.config import ModelConfig  # noqa: E402
+from helpers.report import seed_runs  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
 from helpers.objective import BigramModel  # noqa: E402
 from helpers.optim import AdamW, param_groups  # noqa: E402
@@ -229,17 +230,9 @@ def sweep_curves(result: dict, lr: float, domain: str = "mean", kind: str = "val
     ``kind`` "val": validation loss at the evaluation steps (``domain`` "mean" or one of the domains); "train":
     training loss; "grad_norm": gradient norm (every ``curve_every`` steps). Returns [(seed, steps, values,
     diverged step or None)], seeds in the file's order."""
-    lrs = sorted({r["lr"] for r in result["runs"]})
-    if lr not in lrs:
-        raise ValueError(f"sweep_curves: lr {lr!r} is not in the sweep; choose one of {lrs}")
-    if kind not in ("val", "train", "grad_norm"):
-        raise ValueError(f"sweep_curves: kind must be 'val', 'train' or 'grad_norm', got {kind!r}")
-    if kind == "val" and domain not in ("mean", *DOMAINS):
-        raise ValueError(f"sweep_curves: domain must be 'mean' or one of {DOMAINS}, got {domain!r}")
     out = []
-    for r in result["runs"]:
-        if r["lr"] != lr:
-            continue
+    for r in seed_runs(result, "lr", lr, kind, ("val", "train", "grad_norm"), domain, DOMAINS, "sweep_curves",
+                        source="sweep"):
         if kind == "val":
             y = r["val_curve"] if domain == "mean" else r["val_curves"].get(domain, [])
             out.append((r["seed"], list(r["val_steps"]), list(y), (r["diverged"] or {}).get("step")))

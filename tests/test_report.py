@@ -22,3 +22,17 @@ def test_side_by_side_builds_markdown():
 def test_side_by_side_rejects_ragged_rows():
     with pytest.raises(ValueError, match="row 0 has 2 cells"):
         side_by_side([("a", 1)], display=False)
+
+
+def test_seed_runs_selects_and_checks():
+    from helpers.report import seed_runs
+    res = {"runs": [{"arm": "B", "seed": 0}, {"arm": "A", "seed": 0}, {"arm": "A", "seed": 1}]}
+    got = seed_runs(res, "arm", "A", "val", ("val", "train"), "mean", ("code",), "f")
+    assert [r["seed"] for r in got] == [0, 1]
+    with pytest.raises(ValueError, match=r"f: arm 'C' is not in the sweep; choose one of \['B', 'A'\]"):
+        seed_runs(res, "arm", "C", "val", ("val",), "mean", (), "f", order=["B", "A", "C"].index, source="sweep")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        seed_runs(res, "arm", "A", "loss", ("val",), "mean", (), "f")
+    with pytest.raises(ValueError, match="domain must be 'mean' or one of"):
+        seed_runs(res, "arm", "A", "val", ("val",), "maths", ("code",), "f")
+    assert seed_runs(res, "arm", "A", "train", ("train",), "maths", ("code",), "f")   # domain only checked for val
