@@ -16,7 +16,7 @@ import math
 
 import torch
 
-__all__ = ["logsumexp", "log_softmax", "softmax", "cross_entropy", "naive_softmax", "naive_cross_entropy",
+__all__ = ["bigram_window_losses", "logsumexp", "log_softmax", "softmax", "cross_entropy", "naive_softmax", "naive_cross_entropy",
            "linear_cross_entropy", "perplexity", "entropy", "BigramModel", "temperature_view"]
 
 
@@ -230,3 +230,15 @@ def temperature_view(logits: torch.Tensor, temperature: float, target: int | Non
             raise ValueError(f"target must be an int token id in [0, {p.numel()}), got {target!r}")
         out.update(target_p=float(p[target]), loss=float(-log_softmax(z)[target]), rank=int((p > p[target]).sum()) + 1)
     return out
+
+
+def bigram_window_losses(splits: dict, windows: dict, vocab_size: int, domains) -> dict:
+    """The count-based bigram baseline on exactly a run's validation windows: one add-0.1 BigramModel fitted on each
+    domain's training stream in turn (no pair across domains), scored on ``windows[d]`` (a list of (x, y)) per
+    domain. Returns {"val_loss" (mean over domains, like a run's val_loss), "val_losses" (per domain)}."""
+    bigram = BigramModel(vocab_size)
+    for d in domains:
+        bigram.fit(splits[d]["train"])
+    lp = bigram.log_probs()
+    per = {d: float(torch.cat([-lp[x.flatten(), y.flatten()] for x, y in windows[d]]).double().mean()) for d in domains}
+    return {"val_loss": sum(per.values()) / len(per), "val_losses": per}

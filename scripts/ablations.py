@@ -60,7 +60,7 @@ from helpers.compute import run_flops  # noqa: E402
 from helpers.config import ModelConfig  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
 from helpers.moe import max_violation  # noqa: E402
-from helpers.objective import BigramModel  # noqa: E402
+from helpers.objective import bigram_window_losses  # noqa: E402
 from helpers.runtime import autocast_dtype, progress, seed_everything  # noqa: E402
 from helpers.train import TrainConfig, train  # noqa: E402
 
@@ -178,14 +178,8 @@ def val_windows(splits: dict, block_size: int, n_batches: int, batch_size: int =
 
 
 def bigram_baseline(splits: dict, windows: dict, vocab_size: int) -> dict:
-    """Count-based bigram (add-0.1, fitted on each domain's training stream) on exactly the validation windows:
-    {"val_loss" (mean over domains), "val_losses" (per domain)}."""
-    bigram = BigramModel(vocab_size)
-    for d in DOMAINS:
-        bigram.fit(splits[d]["train"])
-    lp = bigram.log_probs()
-    per = {d: float(torch.cat([-lp[x.flatten(), y.flatten()] for x, y in windows[d]]).double().mean()) for d in DOMAINS}
-    return {"val_loss": sum(per.values()) / len(per), "val_losses": per}
+    """The bigram on exactly the validation windows (helpers.objective.bigram_window_losses over DOMAINS)."""
+    return bigram_window_losses(splits, windows, vocab_size, DOMAINS)
 
 
 def n_main_moe(cfg: ModelConfig) -> int:

@@ -42,7 +42,7 @@ from helpers.compute import measure_matmul_peak, training_flops_per_token  # noq
 from helpers.config import ModelConfig  # noqa: E402
 from helpers.report import seed_runs  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
-from helpers.objective import BigramModel  # noqa: E402
+from helpers.objective import bigram_window_losses  # noqa: E402
 from helpers.optim import AdamW, param_groups  # noqa: E402
 from helpers.runtime import progress, seed_everything  # noqa: E402
 from helpers.train import TrainConfig, train  # noqa: E402
@@ -70,14 +70,8 @@ def val_windows(splits: dict, block_size: int, n_batches: int, batch_size: int =
 
 
 def bigram_baseline(splits: dict, windows: dict, vocab_size: int) -> dict:
-    """Count-based bigram (add-0.1, fitted on each domain's training stream: no pair across domains) on exactly the
-    validation windows: {"val_loss" (mean over domains, like a run's val_loss), "val_losses" (per domain)}."""
-    bigram = BigramModel(vocab_size)
-    for d in DOMAINS:
-        bigram.fit(splits[d]["train"])
-    lp = bigram.log_probs()
-    per = {d: float(torch.cat([-lp[x.flatten(), y.flatten()] for x, y in windows[d]]).double().mean()) for d in DOMAINS}
-    return {"val_loss": sum(per.values()) / len(per), "val_losses": per}
+    """The bigram on exactly the validation windows (helpers.objective.bigram_window_losses over DOMAINS)."""
+    return bigram_window_losses(splits, windows, vocab_size, DOMAINS)
 
 
 def spike_stats(grad_norm: list, ratio: float = SPIKE_RATIO) -> dict:

@@ -94,3 +94,17 @@ def test_temperature_view():
         temperature_view(z[None], 1.0)
     with pytest.raises(ValueError, match="target"):
         temperature_view(z, 1.0, target=4)
+
+
+def test_bigram_window_losses_counts_each_domain_stream_and_scores_its_windows():
+    from helpers.objective import bigram_window_losses
+    a, b = torch.tensor([0, 1, 0, 1, 2]), torch.tensor([3, 4, 3])
+    splits = {"a": {"train": a}, "b": {"train": b}}
+    win = {"a": [(torch.tensor([[0, 1]]), torch.tensor([[1, 0]]))], "b": [(torch.tensor([[3]]), torch.tensor([[4]]))]}
+    ref = BigramModel(5).fit(a).fit(b)          # no pair (2, 3) across the two streams
+    lp = ref.log_probs()
+    out = bigram_window_losses(splits, win, 5, ("a", "b"))
+    assert out["val_losses"]["a"] == pytest.approx(-(lp[0, 1] + lp[1, 0]).item() / 2)
+    assert out["val_losses"]["b"] == pytest.approx(-lp[3, 4].item())
+    assert out["val_loss"] == pytest.approx(sum(out["val_losses"].values()) / 2)
+    assert ref.counts[2, 3] == 0 and BigramModel(5).fit(torch.cat([a, b])).counts[2, 3] == 1   # cross pair not counted
