@@ -16,7 +16,8 @@ is the course model with its output head replaced by one scalar read at the last
 
 **Reward hacking.** A proxy reward that is correlated with the true one on the data it was built from can
 be maximised by behaviour the true reward does not want (e.g. a reward that likes long answers is
-maximised by padding). :func:`length_proxy_reward` is such a flawed reward, for section 06.3.
+maximised by padding). :func:`length_proxy_reward` is such a flawed reward, for section 06.3; :func:`best_of_n`
+measures what selecting the top-scored of n answers does to the true reward.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from .arithmetic import check_answer
 
 __all__ = ["accuracy_reward", "format_reward", "length_proxy_reward", "bt_loss", "bt_probability", "RewardModel",
-           "score_answers", "preference_pairs", "train_reward_model"]
+           "score_answers", "preference_pairs", "train_reward_model", "best_of_n"]
 
 _STEP = r"-?\d+ [-+*] -?\d+ = -?\d+"
 _FORMAT = re.compile(rf"\s*{_STEP}(?:; {_STEP})* #### -?\d+\s*")
@@ -85,6 +86,7 @@ class RewardModel(nn.Module):
     def __init__(self, lm):
         super().__init__()
         self.lm = lm
+        self.cfg = lm.cfg                                # recorded by save_checkpoint, checked by load_checkpoint
         self.score_head = nn.Linear(lm.cfg.dim, 1, bias=False)
         nn.init.zeros_(self.score_head.weight)          # every answer starts at score 0: P = 1/2 for any pair
 
@@ -174,3 +176,27 @@ def train_reward_model(rm: RewardModel, tok, pairs, steps: int = 200, batch_size
         losses.append(float(loss.detach()))
     rm.eval()
     return losses
+
+
+def best_of_n(scores: torch.Tensor, correct: torch.Tensor, n: int, draws: int = 32,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Accuracy of best-of-n selection by ``scores``, per problem: for each of ``draws`` random subsets of n of the
+    M sampled answers (without replacement), keep the answer with the highest score (ties broken at random) and
+    record whether it is correct; returns the mean over draws, [P].
+
+    scores, correct: [P, M] (P problems, M ≥ n answers each). With the verifier itself as the score this estimates
+    pass@n, whose exact value is 1 − C(M − k, n) / C(M, n) for k correct answers out of M.
+    """
+    if scores.shape != correct.shape or scores.dim() != 2:
+        raise ValueError(f"best_of_n: scores {tuple(scores.shape)} and correct {tuple(correct.shape)} must both be "
+                         "[problems, answers]")
+    m = scores.shape[1]
+    if not (isinstance(n, int) and 1 <= n <= m):
+        raise ValueError(f"best_of_n: n must be an int in [1, {m}] (the answers sampled per problem), got {n!r}")
+    p = scores.shape[0]
+    keys = torch.rand(draws, p, m, generator=generator)
+    subset = keys.argsort(-1)[..., :n]                                     # [draws, P, n] random subsets
+    s = scores.float()[None].expand(draws, p, m).gather(-1, subset)
+    tie = torch.rand(draws, p, n, generator=generator) * 1e-6 * (s.abs().amax() + 1)
+    pick = subset.gather(-1, (s + tie).argmax(-1, keepdim=True))           # [draws, P, 1]
+    return correct.float()[None].expand(draws, p, m).gather(-1, pick)[..., 0].mean(0)

@@ -8,7 +8,7 @@ from helpers.arithmetic import generate_problems
 from helpers.config import ModelConfig
 from helpers.model import Transformer
 from helpers.rewards import (RewardModel, accuracy_reward, bt_loss, bt_probability, format_reward,
-                             length_proxy_reward, preference_pairs, score_answers, train_reward_model)
+                             best_of_n, length_proxy_reward, preference_pairs, score_answers, train_reward_model)
 
 
 def test_accuracy_and_format():
@@ -70,3 +70,19 @@ def test_reward_model_learns_a_separable_preference():
     assert (s_good > s_bad).all()
     with pytest.raises(ValueError, match="no preference pairs"):
         train_reward_model(rm, tok, [], steps=1)
+
+
+def test_best_of_n_with_the_verifier_is_pass_at_n():
+    g = torch.Generator().manual_seed(0)
+    correct = (torch.rand(50, 8, generator=g) < 0.3).float()
+    for n in (1, 3, 8):
+        est = best_of_n(correct, correct, n, draws=4000, generator=g)
+        k = correct.sum(1)
+        exact = torch.tensor([1 - math.comb(8 - int(ki), n) / math.comb(8, n) for ki in k])
+        assert torch.allclose(est, exact, atol=0.03)
+    anti = best_of_n(-correct, correct, 8, draws=10, generator=g)      # a reward that hates the truth
+    assert torch.equal(anti, (correct.sum(1) == 8).float())
+    rand = best_of_n(torch.zeros(50, 8), correct, 4, draws=4000, generator=g)   # all ties: a random pick
+    assert torch.allclose(rand, correct.mean(1), atol=0.03)
+    with pytest.raises(ValueError, match="n must be"):
+        best_of_n(correct, correct, 9)
