@@ -44,6 +44,10 @@ _REBUILD = {
     "tokens.npz": "python scripts/build_data.py tokens",
     "checkpoints/base.pt": "python scripts/pretrain.py",
     "checkpoints/base.json": "python scripts/pretrain.py",
+    "checkpoints/sft.pt": "python scripts/post_train.py sft",
+    "checkpoints/sft.json": "python scripts/post_train.py sft",
+    "checkpoints/rm.pt": "python scripts/post_train.py reward-model --steps 150 --n-problems 2000",
+    "checkpoints/rm.json": "python scripts/post_train.py reward-model --steps 150 --n-problems 2000",
 }
 
 # Every standard-library file in code_stdlib.txt starts with this header line (it stays in the text:

@@ -68,6 +68,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     if not (logp.shape == old_logp.shape == mask.shape and advantages.shape == logp.shape[:1]):
         raise ValueError(f"grpo_loss: logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask "
                          f"{tuple(mask.shape)} must be [B, n] and advantages {tuple(advantages.shape)} must be [B]")
+    if ref_logp is not None and ref_logp.shape != logp.shape:
+        raise ValueError(f"grpo_loss: ref_logp {tuple(ref_logp.shape)} must have logp's shape {tuple(logp.shape)}")
     if not 0 < clip_eps < 1:
         raise ValueError(f"grpo_loss: clip_eps must be in (0, 1), got {clip_eps}; the usual value is 0.2")
     if beta < 0:

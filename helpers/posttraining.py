@@ -72,6 +72,8 @@ def chat_generate(model, tok, problems, max_new_tokens: int = 64, temperature: f
                   generator: torch.Generator | None = None, batch_size: int = 128) -> list[list[str]]:
     """Replies of ``model`` to each problem through the chat template (``samples`` per problem; greedy when
     ``temperature = 0``), each cut at its first ``<|end|>``. Returns one list of ``samples`` texts per problem."""
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"chat_generate: samples must be an int ≥ 1 (answers per problem), got {samples!r}")
     stop = role_ids(tok)["end"]
     prompts = [chat_prompt(tok, p) for p in problems]
     by_len: dict[int, list[int]] = {}
@@ -111,6 +113,9 @@ def chat_accuracy(model, tok=None, problems=None, max_new_tokens: int = 64) -> d
 def user_turn_probability(model, tok, problems, replies) -> float:
     """Mean probability the model gives to ``<|user|>`` right after its own reply and ``<|end|>``: how
     readily it would go on to write the user's next turn."""
+    if not problems or len(problems) != len(replies):
+        raise ValueError(f"user_turn_probability: need one reply per problem and at least one, got {len(problems)} "
+                         f"problems and {len(replies)} replies")
     ids = role_ids(tok)
     dev = next(model.parameters()).device
     total = 0.0

@@ -55,6 +55,8 @@ def length_proxy_reward(text: str, target_steps: int = 8) -> float:
     but it pays for steps, not for correct ones, so maximising it invites padding."""
     if not isinstance(text, str):
         raise TypeError(f"length_proxy_reward: text must be a str, got {type(text).__name__}")
+    if not (isinstance(target_steps, int) and target_steps >= 1):
+        raise ValueError(f"length_proxy_reward: target_steps must be an int ≥ 1, got {target_steps!r}")
     n = len(re.findall(_STEP, text))
     return min(n / target_steps, 1.0) + (0.2 if "####" in text else 0.0)
 
@@ -109,6 +111,8 @@ def score_answers(rm: RewardModel, tok, problems, texts, batch_size: int = 64) -
     """r_φ of each (problem, answer text) pair, read at the answer's closing ``<|end|>`` (no gradient)."""
     if len(problems) != len(texts):
         raise ValueError(f"score_answers: {len(problems)} problems but {len(texts)} answers; give one answer per problem")
+    if not problems:
+        raise ValueError("score_answers: no answers to score")
     rows = _rows(tok, problems, texts)
     dev = next(rm.parameters()).device
     out = []
@@ -133,6 +137,9 @@ def preference_pairs(problems, samples, seed: int = 0) -> list[tuple]:
     right and a wrong one (by the rule-based verifier), one right answer is chosen and one wrong one rejected
     (picked with ``random.Random(seed)``). Problems whose answers are all right or all wrong give no pair."""
     import random
+    if len(problems) != len(samples):
+        raise ValueError(f"preference_pairs: {len(problems)} problems but {len(samples)} lists of answers; give one "
+                         "list of sampled answers per problem")
     rng = random.Random(seed)
     pairs = []
     for p, answers in zip(problems, samples):
@@ -185,8 +192,10 @@ def best_of_n(scores: torch.Tensor, correct: torch.Tensor, n: int, draws: int = 
     record whether it is correct; returns the mean over draws, [P].
 
     scores, correct: [P, M] (P problems, M ≥ n answers each). With the verifier itself as the score this estimates
-    pass@n, whose exact value is 1 − C(M − k, n) / C(M, n) for k correct answers out of M.
+    pass@n (the chance that at least one of n answers drawn without replacement is right).
     """
+    if not (isinstance(draws, int) and draws >= 1):
+        raise ValueError(f"best_of_n: draws must be an int ≥ 1, got {draws!r}")
     if scores.shape != correct.shape or scores.dim() != 2:
         raise ValueError(f"best_of_n: scores {tuple(scores.shape)} and correct {tuple(correct.shape)} must both be "
                          "[problems, answers]")

@@ -315,6 +315,29 @@ refuses a cache built with another tokenizer.
     (DATA / "README.md").write_text(text, encoding="utf-8")
 
 
+def _post_training_section(sums: dict) -> str:
+    """The chapter-06 checkpoints (SFT model, reward model), from their logs (empty until they exist)."""
+    parts = []
+    for name, what, loader in (("sft", "the SFT model (chapter 06.1)", "helpers.posttraining.load_sft()"),
+                               ("rm", "the Bradley–Terry reward model (chapter 06.3)",
+                                "helpers.posttraining.load_reward_model()")):
+        log_path = DATA / "checkpoints" / f"{name}.json"
+        if not log_path.is_file():
+            continue
+        log = json.loads(log_path.read_text())
+        size = (DATA / "checkpoints" / f"{name}.pt").stat().st_size
+        extra = (f"held-out greedy accuracy {log['base']['all']:.3f} (base) → {log['sft']['all']:.3f}"
+                 if name == "sft" else
+                 f"{log['n_pairs']:,} training pairs, held-out pairwise accuracy {log['held_out_pairwise_accuracy']:.3f}")
+        parts.append(f"- `checkpoints/{name}.pt` ({size / 1e6:.1f} MB, sha256 `{sums.get(f'checkpoints/{name}.pt', '?')[:12]}…`): "
+                     f"{what}, written by `{log['command']}` ({log['threads']} thread(s) on `{log['device']}`, "
+                     f"{log['total_wall_s'] / 60:.1f} min; {extra}); loaded by `{loader}`. `{name}.json` is its log.")
+    if not parts:
+        return ""
+    return "\nPost-trained checkpoints, each from its parent with `scripts/post_train.py` (same format and checks):\n\n" + \
+        "\n".join(parts) + "\n"
+
+
 def _checkpoint_section(sums: dict) -> str:
     """data/README's section on the shipped checkpoints, from their logs (empty until they exist)."""
     log_path = DATA / "checkpoints" / "base.json"
@@ -345,7 +368,7 @@ synthetic passkey domain (filler text with a hidden five-digit key) teaches retr
 is stored: it is rebuilt from the shipped files in about ten seconds. {tokens:,} training tokens in all:
 
 {_table(("domain", "weight", "train tokens", "epochs in the run", "val loss", "bigram val loss"), rows)}
-"""
+{_post_training_section(sums)}"""
     print("  wrote data/README.md")
 
 

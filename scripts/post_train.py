@@ -58,12 +58,12 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="mask-ablation: seeds per arm")
     ap.add_argument("--n-test", type=int, default=100, help="held-out problems per number of operations")
-    ap.add_argument("--n-problems", type=int, default=1200, help="reward-model: problems to make pairs from")
+    ap.add_argument("--n-problems", type=int, default=2000, help="reward-model: problems to make pairs from")
     ap.add_argument("--out", default=None, help="folder for the checkpoint and its log (default data/checkpoints)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     if args.steps is None:
-        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 300}[args.stage]
+        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150}[args.stage]
     if args.lr is None:
         args.lr = 1e-4 if args.stage == "reward-model" else 1e-3
     return args

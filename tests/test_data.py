@@ -8,8 +8,9 @@ import pytest
 from helpers import data
 from helpers.runtime import repo_root
 
-SHIPPED = ["arithmetic.txt", "checkpoints/base.json", "checkpoints/base.pt", "code_stdlib.txt", "tinyshakespeare.txt",
-           "tokenizer.json", "tokens.npz"]
+SHIPPED = ["arithmetic.txt", "checkpoints/base.json", "checkpoints/base.pt", "checkpoints/rm.json", "checkpoints/rm.pt",
+           "checkpoints/sft.json", "checkpoints/sft.pt", "code_stdlib.txt", "tinyshakespeare.txt", "tokenizer.json",
+           "tokens.npz"]
 
 
 def _build_script():
