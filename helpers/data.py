@@ -46,8 +46,8 @@ _REBUILD = {
     "checkpoints/base.json": "python scripts/pretrain.py",
     "checkpoints/sft.pt": "python scripts/post_train.py sft",
     "checkpoints/sft.json": "python scripts/post_train.py sft",
-    "checkpoints/rm.pt": "python scripts/post_train.py reward-model --steps 150 --n-problems 2000",
-    "checkpoints/rm.json": "python scripts/post_train.py reward-model --steps 150 --n-problems 2000",
+    "checkpoints/rm.pt": "python scripts/post_train.py reward-model",
+    "checkpoints/rm.json": "python scripts/post_train.py reward-model",
 }
 
 # Every standard-library file in code_stdlib.txt starts with this header line (it stays in the text:

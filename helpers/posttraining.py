@@ -31,7 +31,7 @@ from .rewards import format_reward
 from .runtime import get_device
 from .tokenizer import load_tokenizer
 
-__all__ = ["SFT_SEED", "SFT_PATH", "SFT_LOG", "sft_conversations", "chat_prompt", "chat_generate",
+__all__ = ["SFT_SEED", "SFT_PATH", "SFT_LOG", "answer_text", "sft_conversations", "chat_prompt", "chat_generate",
            "chat_accuracy", "user_turn_probability", "load_sft", "load_reward_model", "sft_log", "load_chat_model"]
 
 SFT_SEED = 6_100
@@ -43,21 +43,34 @@ def _test_questions() -> set[str]:
     return {p.question for p in arithmetic_test_set()}
 
 
-def sft_conversations(n: int, seed: int = SFT_SEED, multi_turn: float = 0.25) -> list[list[dict]]:
+def answer_text(problem, style: str = "steps") -> str:
+    """The assistant's reply to ``problem``: the teacher's worked steps and ``#### n`` (``"steps"``, what
+    ``helpers.arithmetic.solve`` writes: a programmatic chain of thought), or the answer alone (``"answer"``:
+    ``" #### n"``)."""
+    if style == "steps":
+        return problem.completion()
+    if style == "answer":
+        return f" #### {problem.answer}"
+    raise ValueError(f"answer style must be 'steps' (worked steps) or 'answer' (the answer only), got {style!r}")
+
+
+def sft_conversations(n: int, seed: int = SFT_SEED, multi_turn: float = 0.25, style: str = "steps") -> list[list[dict]]:
     """``n`` SFT conversations (see the module docstring), deterministic in ``seed``; none asks a question of
-    the held-out test set."""
+    the held-out test set. ``style``: the assistant's replies, see :func:`answer_text`."""
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"sft_conversations: n must be an int ≥ 1, got {n!r}")
     if not 0 <= multi_turn <= 1:
         raise ValueError(f"sft_conversations: multi_turn must be a share in [0, 1], got {multi_turn!r}")
+    if style not in ("steps", "answer"):
+        answer_text(None, style)                     # raises the message that names the two styles
     rng = random.Random(seed)
     probs = generate_problems(2 * n, seed, min_ops=1, max_ops=4, exclude=_test_questions())
     out, k = [], 0
     while len(out) < n:
-        msgs = problem_messages(probs[k], probs[k].completion())
+        msgs = problem_messages(probs[k], answer_text(probs[k], style))
         k += 1
         if rng.random() < multi_turn:
-            msgs += problem_messages(probs[k], probs[k].completion())
+            msgs += problem_messages(probs[k], answer_text(probs[k], style))
             k += 1
         out.append(msgs)
     return out

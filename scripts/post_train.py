@@ -4,6 +4,7 @@
     python scripts/post_train.py sft --steps 40 --out /tmp/s   # a short run through the same code path
     python scripts/post_train.py mask-ablation          # data/results/ch06_sft_mask.json (3 seeds × 2 arms)
     python scripts/post_train.py reward-model           # data/checkpoints/rm.pt + rm.json (Bradley–Terry)
+    python scripts/post_train.py distill-ablation       # data/results/ch06_distill.json (3 seeds × 2 arms)
 
 ``sft``: the base checkpoint fine-tuned on chat conversations (``helpers.posttraining.sft_conversations``)
 with the loss on assistant tokens only (``helpers.chat``), by ``helpers.train.train`` (AdamW, clipping at 1.0,
@@ -20,6 +21,10 @@ turn* right after its own ``<|end|>`` (what the unmasked model learns from multi
 checkpoint) on preference pairs made by the SFT model itself: ``--n-problems`` fresh problems, 8 answers each
 sampled at temperature 1, one verified-right answer chosen over one wrong answer per problem where both occur.
 The log holds the loss curve and the pairwise accuracy on pairs made the same way from the held-out test problems.
+
+``distill-ablation``: SFT from the base model on the programmatic teacher's worked steps vs on the answers alone, at
+equal assistant tokens per step (the answer-only arm's batch is larger by the ratio of mean reply lengths), ``--seeds``
+seeds each, at ``--steps`` steps; per run the held-out greedy accuracy by number of operations.
 
 Deterministic for a given seed, device and thread count.
 """
@@ -50,7 +55,7 @@ N_TRAIN, N_VAL = 12_000, 256
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("sft", "mask-ablation", "reward-model"))
+    ap.add_argument("stage", choices=("sft", "mask-ablation", "reward-model", "distill-ablation"))
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps (sft: 300, mask-ablation: 150)")
     ap.add_argument("--batch", type=int, default=32, help="conversations per step")
     ap.add_argument("--lr", type=float, default=None, help="peak learning rate (SFT: 1e-3, reward model: 1e-4)")
@@ -63,7 +68,7 @@ def parse_args(argv=None):
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     if args.steps is None:
-        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150}[args.stage]
+        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150, "distill-ablation": 150}[args.stage]
     if args.lr is None:
         args.lr = 1e-4 if args.stage == "reward-model" else 1e-3
     return args
@@ -79,10 +84,10 @@ def val_batches(tok, convs, batch: int = 64) -> list:
     return [pad_batch(rows[i:i + batch], tok.eot_id) for i in range(0, len(rows), batch)]
 
 
-def run_sft(tok, data, args, seed: int, mask: bool, device, show_progress: bool = True):
+def run_sft(tok, data, args, seed: int, mask: bool, device, show_progress: bool = True, batch: int | None = None):
     seed_everything(seed)
     model = load_base(device=device)
-    sampler = SFTSampler(tok, data, batch_size=args.batch, seed=seed, mask_prompt=mask, device=device)
+    sampler = SFTSampler(tok, data, batch_size=batch or args.batch, seed=seed, mask_prompt=mask, device=device)
     cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps), schedule="cosine",
                       weight_decay=0.1, eval_every=max(args.steps // 6, 1), seed=seed)
     vb = [(x.to(device), y.to(device)) for x, y in val_batches(tok, data["val"])]
@@ -132,6 +137,35 @@ def reward_model_stage(tok, args, meta, device, t0) -> dict:
     return log
 
 
+def distill_stage(tok, args, meta, device, problems, t0) -> dict:
+    """Worked steps vs answers only, at equal assistant tokens per step."""
+    data = {style: {"train": (c := PT.sft_conversations(N_TRAIN + N_VAL, style=style))[:N_TRAIN], "val": c[N_TRAIN:]}
+            for style in ("steps", "answer")}
+
+    def mean_reply_tokens(convs):
+        rows = [sft_example(tok, m) for m in convs[:2000]]
+        return sum(int((y != -1).sum()) for _, y in rows) / len(rows)
+    per = {style: mean_reply_tokens(d["train"]) for style, d in data.items()}
+    batches = {"steps": args.batch, "answer": round(args.batch * per["steps"] / per["answer"])}
+    runs = []
+    for style in ("steps", "answer"):
+        for k in range(args.seeds):
+            seed = args.seed + k
+            model, hist, _ = run_sft(tok, data[style], args, seed, True, device, show_progress=False,
+                                     batch=batches[style])
+            acc = PT.chat_accuracy(model, tok, problems)
+            runs.append({"style": style, "seed": seed, "batch": batches[style], "all": acc["all"],
+                         "by_ops": acc["by_ops"], "format": acc["format"], "wall_s": hist.wall_time,
+                         "assistant_tokens_per_step": batches[style] * per[style],
+                         "samples": [acc["replies"][i] for i in (0, 150, 250, 350)]})
+            print(f"{style} seed={seed} batch={batches[style]}: acc {acc['all']:.3f} {acc['by_ops']}", flush=True)
+    log = {**meta, "reply_tokens": per, "batches": batches, "runs": runs, "total_wall_s": time.perf_counter() - t0}
+    out = data_dir() / "results" / "ch06_distill.json"
+    out.write_text(json.dumps(log, indent=1))
+    print(f"wrote {out} in {log['total_wall_s'] / 60:.1f} min")
+    return log
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = get_device(args.device)
@@ -161,6 +195,8 @@ def main(argv=None) -> dict:
         return log
     if args.stage == "reward-model":
         return reward_model_stage(tok, args, meta, device, t0)
+    if args.stage == "distill-ablation":
+        return distill_stage(tok, args, meta, device, problems, t0)
     runs = []
     for mask in (True, False):
         for k in range(args.seeds):

@@ -71,3 +71,16 @@ def test_user_turn_probability_is_a_probability():
     model = Transformer(ModelConfig.cpu(n_layers=2)).eval()
     p = PT.user_turn_probability(model, TOK, probs, [probs[0].completion()])
     assert 0.0 < p < 1.0
+
+
+def test_answer_styles():
+    p = arithmetic_test_set(1, ops=(2,))[0]
+    assert PT.answer_text(p, "steps") == p.completion() and PT.answer_text(p, "answer") == f" #### {p.answer}"
+    convs = PT.sft_conversations(50, seed=1, style="answer")
+    steps = PT.sft_conversations(50, seed=1)
+    assert [m["content"] for c in convs for m in c if m["role"] == "user"] == \
+        [m["content"] for c in steps for m in c if m["role"] == "user"]        # same questions, other replies
+    assert all(m["content"].startswith(" #### ") for c in convs for m in c if m["role"] == "assistant")
+    import pytest
+    with pytest.raises(ValueError, match="steps"):
+        PT.sft_conversations(5, style="cot")
