@@ -93,46 +93,20 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     return -objective, stats
 
 
-@torch.no_grad()
 def sample_completions(model, prompts: torch.Tensor, max_new_tokens: int, stop_id: int, pad_id: int,
                        temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sample completions of equal-length ``prompts`` [B, L] with the model's inference cache; each row stops
-    at its first ``stop_id`` (later positions hold ``pad_id``) and the loop ends when every row has stopped.
-    ``temperature = 0``: greedy. Returns [B, n ≤ max_new_tokens] completion ids (the prompt is not included)."""
+    """Sample completions of equal-length ``prompts`` [B, L] with the model's inference cache
+    (``Transformer.generate``); each row stops at its first ``stop_id`` (later positions hold ``pad_id``) and
+    sampling ends when every row has stopped. ``temperature = 0``: greedy. Returns [B, n ≤ max_new_tokens]
+    completion ids (the prompt is not included)."""
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"sample_completions: max_new_tokens must be an int ≥ 1, got {max_new_tokens!r}")
-    if not (temperature >= 0):
-        raise ValueError(f"sample_completions: temperature must be ≥ 0 (0 = greedy), got {temperature!r}")
-    b, n = prompts.shape
-    if n + max_new_tokens > model.cfg.max_seq_len:
-        raise ValueError(f"sample_completions: prompt length {n} + {max_new_tokens} new tokens exceed max_seq_len "
-                         f"= {model.cfg.max_seq_len}")
-    was = model.training
-    model.eval()
-    model.setup_cache(b, n + max_new_tokens)
-    out, cur, pos = [], prompts, 0
-    done = torch.zeros(b, dtype=torch.bool, device=prompts.device)
-    try:
-        for _ in range(max_new_tokens):
-            logits = model(cur, start_pos=pos)["logits"][:, -1].float()
-            if temperature == 0:
-                nxt = logits.argmax(-1)
-            else:
-                probs = (logits / temperature).softmax(-1)
-                if generator is not None and generator.device != probs.device:
-                    probs = probs.to(generator.device)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
-            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            out.append(nxt)
-            pos += cur.shape[1]
-            cur = nxt[:, None]
-            done |= nxt == stop_id
-            if bool(done.all()):
-                break
-    finally:
-        model.clear_cache()
-        model.train(was)
-    return torch.stack(out, 1)
+    if prompts.shape[1] + max_new_tokens > model.cfg.max_seq_len:
+        raise ValueError(f"sample_completions: prompt length {prompts.shape[1]} + {max_new_tokens} new tokens exceed "
+                         f"max_seq_len = {model.cfg.max_seq_len}")
+    out = model.generate(prompts, max_new_tokens, temperature=temperature, generator=generator, stop_id=stop_id,
+                         pad_id=pad_id)
+    return out[:, prompts.shape[1]:]
 
 
 def completion_logprobs(model, prompts: torch.Tensor, completions: torch.Tensor, temperature: float = 1.0

@@ -269,12 +269,14 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None, use_cache: bool = True,
-                 cache_kind: str | None = None) -> torch.Tensor:
+                 cache_kind: str | None = None, stop_id: int | None = None, pad_id: int = 0) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` [B, T] (greedy when temperature = 0).
 
         ``use_cache=False`` re-runs the whole sequence for every new token; with a cache, ``cache_kind`` picks
         what it holds (None = the attention's default: MLA's latent; "expanded": per-head K and V).
-        ``top_k``: sample only among the k most likely tokens (None = all). Every argument is checked
+        ``top_k``: sample only among the k most likely tokens (None = all). ``stop_id``: a row that has produced
+        this token is finished (its later positions hold ``pad_id``), and generation ends early once every row is
+        finished, so the result may be shorter than ``max_new_tokens``. Every argument is checked
         before anything runs (an empty prompt, a negative temperature, top_k = 0 ... raise ValueError).
         """
         check_token_ids(idx, self.cfg.vocab_size, "idx", where="generate")
@@ -292,8 +294,11 @@ class Transformer(nn.Module):
             raise ValueError(f"generate: prompt {idx.shape[1]} + {max_new_tokens} new tokens exceed max_seq_len = "
                              f"{self.cfg.max_seq_len}; ask for fewer tokens or keep only the prompt's last "
                              f"{max(self.cfg.max_seq_len - max_new_tokens, 0)} tokens (idx[:, -n:])")
+        if stop_id is not None:
+            check_token_ids(torch.tensor([[stop_id, pad_id]]), self.cfg.vocab_size, "stop_id/pad_id", where="generate")
         was_training = self.training
         self.eval()
+        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         try:
             if use_cache:
                 self.setup_cache(idx.shape[0], idx.shape[1] + max_new_tokens, kind=cache_kind)
@@ -311,8 +316,13 @@ class Transformer(nn.Module):
                     if generator is not None and generator.device != probs.device:
                         probs = probs.to(generator.device)     # sample where the generator lives (determinism)
                     nxt = torch.multinomial(probs, 1, generator=generator).to(logits.device)
+                if stop_id is not None:
+                    nxt = torch.where(done[:, None], torch.full_like(nxt, pad_id), nxt)
+                    done |= nxt[:, 0] == stop_id
                 pos += cur.shape[1]
                 out, cur = torch.cat([out, nxt], dim=1), nxt
+                if stop_id is not None and bool(done.all()):
+                    break
             return out
         finally:
             self.clear_cache()

@@ -62,7 +62,8 @@ def sft_conversations(n: int, seed: int = SFT_SEED, multi_turn: float = 0.25, st
     if not 0 <= multi_turn <= 1:
         raise ValueError(f"sft_conversations: multi_turn must be a share in [0, 1], got {multi_turn!r}")
     if style not in ("steps", "answer"):
-        answer_text(None, style)                     # raises the message that names the two styles
+        raise ValueError(f"sft_conversations: style must be 'steps' (worked steps) or 'answer' (the answer only), "
+                         f"got {style!r}")
     rng = random.Random(seed)
     probs = generate_problems(2 * n, seed, min_ops=1, max_ops=4, exclude=_test_questions())
     out, k = [], 0

@@ -21,6 +21,7 @@ measures what selecting the top-scored of n answers does to the true reward.
 """
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -73,7 +74,6 @@ def bt_probability(score_a, score_b):
     """P(a ≻ b) = σ(r_a − r_b) under the Bradley–Terry model (floats or tensors)."""
     if torch.is_tensor(score_a) or torch.is_tensor(score_b):
         return torch.sigmoid(torch.as_tensor(score_a) - torch.as_tensor(score_b))
-    import math
     return 1.0 / (1.0 + math.exp(-(score_a - score_b)))
 
 
@@ -107,6 +107,15 @@ def _rows(tok, problems, texts):
     return [encode_chat(tok, problem_messages(p, t))[0] for p, t in zip(problems, texts)]
 
 
+def _score_rows(rm: RewardModel, rows, pad_id: int) -> torch.Tensor:
+    """r_φ of token rows of different lengths: right-padded with ``pad_id``, each read at its last real token."""
+    dev = next(rm.parameters()).device
+    x = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = torch.tensor(r)
+    return rm(x.to(dev), torch.tensor([len(r) for r in rows], device=dev))
+
+
 def score_answers(rm: RewardModel, tok, problems, texts, batch_size: int = 64) -> torch.Tensor:
     """r_φ of each (problem, answer text) pair, read at the answer's closing ``<|end|>`` (no gradient)."""
     if len(problems) != len(texts):
@@ -114,19 +123,13 @@ def score_answers(rm: RewardModel, tok, problems, texts, batch_size: int = 64) -
     if not problems:
         raise ValueError("score_answers: no answers to score")
     rows = _rows(tok, problems, texts)
-    dev = next(rm.parameters()).device
     out = []
     was = rm.training
     rm.eval()
     try:
         with torch.no_grad():
             for s in range(0, len(rows), batch_size):
-                part = rows[s:s + batch_size]
-                n = max(len(r) for r in part)
-                x = torch.full((len(part), n), tok.eot_id, dtype=torch.long)
-                for i, r in enumerate(part):
-                    x[i, :len(r)] = torch.tensor(r)
-                out.append(rm(x.to(dev), torch.tensor([len(r) for r in part], device=dev)).float().cpu())
+                out.append(_score_rows(rm, rows[s:s + batch_size], tok.eot_id).float().cpu())
     finally:
         rm.train(was)
     return torch.cat(out)
@@ -160,7 +163,6 @@ def train_reward_model(rm: RewardModel, tok, pairs, steps: int = 200, batch_size
         raise ValueError("train_reward_model: no preference pairs; sample answers that are sometimes right and "
                          "sometimes wrong (preference_pairs) first")
     g = torch.Generator().manual_seed(seed)
-    dev = next(rm.parameters()).device
     chosen = _rows(tok, [p for p, _, _ in pairs], [c for _, c, _ in pairs])
     rejected = _rows(tok, [p for p, _, _ in pairs], [r for _, _, r in pairs])
     opt = AdamW(param_groups(rm, 0.0), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -169,12 +171,7 @@ def train_reward_model(rm: RewardModel, tok, pairs, steps: int = 200, batch_size
     rm.train()
     for _ in progress(range(steps), desc="reward model", disable=None if show_progress else True):
         pick = torch.randint(len(pairs), (batch_size,), generator=g).tolist()
-        rows = [chosen[i] for i in pick] + [rejected[i] for i in pick]
-        n = max(len(r) for r in rows)
-        x = torch.full((len(rows), n), tok.eot_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            x[i, :len(r)] = torch.tensor(r)
-        s = rm(x.to(dev), torch.tensor([len(r) for r in rows], device=dev))
+        s = _score_rows(rm, [chosen[i] for i in pick] + [rejected[i] for i in pick], tok.eot_id)
         loss = bt_loss(s[:batch_size], s[batch_size:])
         opt.zero_grad(set_to_none=True)
         loss.backward()

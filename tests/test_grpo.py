@@ -92,3 +92,18 @@ def test_sampling_and_logprobs_agree():
     assert torch.allclose(lp, full[:, 4:-1].gather(-1, ref[..., None])[..., 0], atol=1e-5)
     with pytest.raises(ValueError, match="max_seq_len"):
         sample_completions(m, prompts, cfg.max_seq_len, stop_id=7, pad_id=0)
+
+
+def test_generate_stops_each_row_at_its_stop_token():
+    torch.manual_seed(1)
+    cfg = ModelConfig.cpu(n_layers=2)
+    m = Transformer(cfg).eval()
+    prompts = torch.randint(0, cfg.vocab_size, (2, 4))
+    free = m.generate(prompts, 8, temperature=0.0)[:, 4:]
+    stop = int(free[0, 1])                                        # row 0 stops at its second token
+    got = sample_completions(m, prompts, 8, stop_id=stop, pad_id=0, temperature=0.0)
+    assert got[0, :2].tolist() == free[0, :2].tolist() and (got[0, 2:] == 0).all()
+    mask = completion_mask(got, stop)
+    assert torch.equal(got[1][mask[1]], free[1, :int(mask[1].sum())])   # row 1 as without stopping, up to its stop
+    if stop not in free[1].tolist():
+        assert got.shape[1] == 8                                  # ran to the end for row 1

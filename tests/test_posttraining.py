@@ -42,7 +42,9 @@ def test_chat_accuracy_scores_a_model_that_always_answers_right():
             self.cfg, self.w = model.cfg, torch.nn.Parameter(torch.zeros(1))
             self.seen = None
 
-        def setup_cache(self, b, n):
+        generate = Transformer.generate          # the real decoding loop, driven by this model's logits
+
+        def setup_cache(self, b, n, **kw):
             self.seen = None
 
         def clear_cache(self):
