@@ -48,6 +48,12 @@ _REBUILD = {
     "checkpoints/sft.json": "python scripts/post_train.py sft",
     "checkpoints/rm.pt": "python scripts/post_train.py reward-model",
     "checkpoints/rm.json": "python scripts/post_train.py reward-model",
+    "checkpoints/sft_mix.pt": "python scripts/post_train.py sft --style mixed",
+    "checkpoints/sft_mix.json": "python scripts/post_train.py sft --style mixed",
+    "checkpoints/rl.pt": "python scripts/post_train.py grpo",
+    "checkpoints/rl.json": "python scripts/post_train.py grpo",
+    "checkpoints/judge.pt": "python scripts/post_train.py judge",
+    "checkpoints/judge.json": "python scripts/post_train.py judge",
 }
 
 # Every standard-library file in code_stdlib.txt starts with this header line (it stays in the text:

@@ -320,15 +320,29 @@ def _post_training_section(sums: dict) -> str:
     parts = []
     for name, what, loader in (("sft", "the SFT model (chapter 06.1)", "helpers.posttraining.load_sft()"),
                                ("rm", "the Bradley–Terry reward model (chapter 06.3)",
-                                "helpers.posttraining.load_reward_model()")):
+                                "helpers.posttraining.load_reward_model()"),
+                               ("sft_mix", "SFT on replies half of which give the bare answer (chapter 06.4)",
+                                'helpers.posttraining.load_chat_model("checkpoints/sft_mix.pt")'),
+                               ("rl", "GRPO from sft_mix with the verifier's reward, seed 0 (chapter 06.4)",
+                                'helpers.posttraining.load_chat_model("checkpoints/rl.pt")'),
+                               ("judge", "the generative judge with a rationale, from the SFT model, seed 0 (chapter 06.5)",
+                                'helpers.posttraining.load_chat_model("checkpoints/judge.pt")')):
         log_path = DATA / "checkpoints" / f"{name}.json"
         if not log_path.is_file():
             continue
         log = json.loads(log_path.read_text())
         size = (DATA / "checkpoints" / f"{name}.pt").stat().st_size
-        extra = (f"held-out greedy accuracy {log['base']['all']:.3f} (base) → {log['sft']['all']:.3f}"
-                 if name == "sft" else
-                 f"{log['n_pairs']:,} training pairs, held-out pairwise accuracy {log['held_out_pairwise_accuracy']:.3f}")
+        if name in ("sft", "sft_mix"):
+            extra = f"held-out greedy accuracy {log['base']['all']:.3f} (base) → {log['sft']['all']:.3f}"
+        elif name == "rl":
+            extra = (f"held-out greedy accuracy {log['evals'][0]['all']:.3f} (sft_mix) → {log['evals'][-1]['all']:.3f} "
+                     f"after {log['evals'][-1]['step']} steps")
+        elif name == "judge":
+            extra = (f"agreement with the verifier {log['agreement']['accuracy']:.3f} on held-out candidates, "
+                     f"precision {log['agreement']['precision']:.3f}")
+        else:
+            extra = (f"{log['n_pairs']:,} training pairs, held-out pairwise accuracy "
+                     f"{log['held_out_pairwise_accuracy']:.3f}")
         parts.append(f"- `checkpoints/{name}.pt` ({size / 1e6:.1f} MB, sha256 `{sums.get(f'checkpoints/{name}.pt', '?')[:12]}…`): "
                      f"{what}, written by `{log['command']}` ({log['threads']} thread(s) on `{log['device']}`, "
                      f"{log['total_wall_s'] / 60:.1f} min; {extra}); loaded by `{loader}`. `{name}.json` is its log.")

@@ -31,18 +31,23 @@ Deterministic for a given seed, device and thread count.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
+import random
 import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from helpers import posttraining as PT  # noqa: E402
+from helpers.arithmetic import check_answer, generate_problems  # noqa: E402
+from helpers.optim import AdamW, lr_at, param_groups  # noqa: E402
 from helpers.chat import SFTSampler, pad_batch, sft_example  # noqa: E402
 from helpers.data import record_checksum, sha256_file  # noqa: E402
 from helpers.pretraining import arithmetic_accuracy, arithmetic_test_set, load_base  # noqa: E402
@@ -55,27 +60,55 @@ N_TRAIN, N_VAL = 12_000, 256
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("sft", "mask-ablation", "reward-model", "distill-ablation"))
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (sft: 300, mask-ablation: 150)")
+    ap.add_argument("stage", choices=("sft", "mask-ablation", "reward-model", "distill-ablation", "grpo",
+                                      "rejection-sampling", "judge"))
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps (sft: 300, mask-ablation, reward-model, distill-ablation, judge: 150, "
+                         "grpo: 60; rejection-sampling: see --round-steps)")
+    ap.add_argument("--style", choices=("steps", "mixed"), default="steps",
+                    help="sft: the replies, worked steps (→ sft.pt) or mixed with bare answers (→ sft_mix.pt)")
+    ap.add_argument("--init", choices=("sft_mix", "sft"), default="sft_mix",
+                    help="grpo, rejection-sampling: the checkpoint to start from")
+    ap.add_argument("--prompts", type=int, default=16, help="grpo: problems per step (P)")
+    ap.add_argument("--group", type=int, default=8, help="grpo: replies sampled per problem (G)")
+    ap.add_argument("--beta", type=float, default=0.04, help="grpo: weight of the KL penalty to the start model")
+    ap.add_argument("--updates", type=int, default=2, help="grpo: optimizer steps per sampled batch (μ)")
+    ap.add_argument("--eval-every", type=int, default=10, help="grpo: steps between held-out evaluations")
+    ap.add_argument("--rounds", type=int, default=3, help="rejection-sampling: rounds of sample → filter → fine-tune")
+    ap.add_argument("--round-problems", type=int, default=640, help="rejection-sampling: fresh problems per round")
+    ap.add_argument("--k", type=int, default=4, help="rejection-sampling, judge: replies sampled per problem")
+    ap.add_argument("--round-steps", type=int, default=20,
+                    help="rejection-sampling, judge: SFT steps on the kept replies per round")
     ap.add_argument("--batch", type=int, default=32, help="conversations per step")
-    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (SFT: 1e-3, reward model: 1e-4)")
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="peak learning rate (SFT: 1e-3, reward model and rejection sampling: 1e-4, GRPO: 2e-5)")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (20; grpo: 10)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="mask-ablation: seeds per arm")
     ap.add_argument("--n-test", type=int, default=100, help="held-out problems per number of operations")
-    ap.add_argument("--n-problems", type=int, default=2000, help="reward-model: problems to make pairs from")
+    ap.add_argument("--n-problems", type=int, default=2000,
+                    help="reward-model: problems to make pairs from; judge: problems to make graded candidates from")
     ap.add_argument("--out", default=None, help="folder for the checkpoint and its log (default data/checkpoints)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     if args.steps is None:
-        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150, "distill-ablation": 150}[args.stage]
+        args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150, "distill-ablation": 150,
+                      "grpo": 60, "rejection-sampling": 0, "judge": 150}[args.stage]
+    if args.warmup is None:
+        args.warmup = 10 if args.stage == "grpo" else 20
     if args.lr is None:
-        args.lr = 1e-4 if args.stage == "reward-model" else 1e-3
+        args.lr = {"reward-model": 1e-4, "grpo": 2e-5, "rejection-sampling": 1e-4}.get(args.stage, 1e-3)
+    for name in ("batch", "prompts", "group", "updates", "eval_every", "seeds", "rounds", "round_problems", "k",
+                 "round_steps") + (("steps",) if args.stage != "rejection-sampling" else ()):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    if args.group < 2:
+        ap.error(f"--group must be ≥ 2 (a group is its own baseline), got {args.group}")
     return args
 
 
-def sft_data(tok, seed: int = PT.SFT_SEED) -> dict:
-    convs = PT.sft_conversations(N_TRAIN + N_VAL, seed)
+def sft_data(tok, seed: int = PT.SFT_SEED, style: str = "steps") -> dict:
+    convs = PT.sft_conversations(N_TRAIN + N_VAL, seed, style=style)
     return {"train": convs[:N_TRAIN], "val": convs[N_TRAIN:]}
 
 
@@ -166,11 +199,198 @@ def distill_stage(tok, args, meta, device, problems, t0) -> dict:
     return log
 
 
+def evaluate_policy(model, tok, test, generator) -> dict:
+    """Held-out greedy accuracy (by operations), the share of bare answers, mean reply tokens, and the accuracy of
+    one sample at temperature 1 (2 per problem)."""
+    acc = PT.chat_accuracy(model, tok, test)
+    sampled = PT.chat_generate(model, tok, test, temperature=1.0, samples=2, generator=generator)
+    return {"all": acc["all"], "by_ops": acc["by_ops"], "format": acc["format"],
+            "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test),
+            "reply_tokens": sum(len(tok.encode(r)) for r in acc["replies"]) / len(test),
+            "sampled": sum(check_answer(p, r) for p, rs in zip(test, sampled) for r in rs) / (2 * len(test))}
+
+
+def grpo_run(tok, args, device, seed: int, pool, test, show_progress: bool = True):
+    """GRPO from ``args.init`` with one seed: returns (model, per-step stats, evaluations)."""
+    seed_everything(seed)
+    model = PT.load_chat_model(f"checkpoints/{args.init}.pt", device)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = AdamW(param_groups(model, 0.0), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    rng, gen = random.Random(seed), torch.Generator(device=device).manual_seed(seed)
+    eval_gen = torch.Generator(device=device).manual_seed(10_000 + seed)
+    steps, evals = [], [{"step": 0, **evaluate_policy(model, tok, test, eval_gen)}]
+    for step in tqdm(range(args.steps), desc=f"GRPO from {args.init}, seed {seed}", disable=not show_progress):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, lr=args.lr, steps=args.steps, warmup_steps=min(args.warmup, args.steps),
+                            schedule="constant")
+        st = PT.grpo_step(model, ref, opt, tok, rng.sample(pool, args.prompts), args.group, beta=args.beta,
+                          updates=args.updates, generator=gen)
+        steps.append({"step": step + 1, **st})
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            evals.append({"step": step + 1, **evaluate_policy(model, tok, test, eval_gen)})
+            if not show_progress:
+                e = evals[-1]
+                print(f"  {args.init} seed={seed} step {step + 1}: greedy {e['all']:.3f}, sampled {e['sampled']:.3f}, "
+                      f"bare answers {e['answer_only']:.2f}", flush=True)
+    return model, steps, evals
+
+
+def grpo_stage(tok, args, meta, device, t0) -> dict:
+    test = arithmetic_test_set(args.n_test)
+    pool = generate_problems(30_000, PT.GRPO_SEED, min_ops=1, max_ops=4, exclude={p.question for p in test})
+    runs = []
+    for k in range(args.seeds):
+        seed = args.seed + k
+        model, steps, evals = grpo_run(tok, args, device, seed, pool, test, show_progress=args.seeds == 1)
+        runs.append({"seed": seed, "steps": steps, "evals": evals, "wall_s": time.perf_counter() - t0})
+        e0, e1 = evals[0], evals[-1]
+        print(f"{args.init} seed={seed}: greedy {e0['all']:.3f} → {e1['all']:.3f}, sampled {e0['sampled']:.3f} → "
+              f"{e1['sampled']:.3f}, bare answers {e0['answer_only']:.2f} → {e1['answer_only']:.2f}", flush=True)
+        if k == 0 and args.init == "sft_mix":
+            first = (model, runs[0])
+    log = {**meta, "init": args.init, "n_prompts_pool": len(pool), "runs": runs,
+           "total_wall_s": time.perf_counter() - t0}
+    out = Path(args.out) if args.out else data_dir() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"ch06_grpo_{args.init}.json").write_text(json.dumps(log, indent=1))
+    if args.init == "sft_mix":
+        model, run = first
+        ck = Path(args.out) if args.out else data_dir() / "checkpoints"
+        _save(ck, "rl", model, args.steps, {**meta, "config": model.cfg.to_dict(), "from": "sft_mix.pt", **run},
+              meta, "sft_mix.pt")
+    print(f"wrote {out / f'ch06_grpo_{args.init}.json'} in {log['total_wall_s'] / 60:.1f} min")
+    return log
+
+
+def rejection_run(tok, args, device, seed: int, accept, rounds_problems, test, keep=None, label: str = "") -> list[dict]:
+    """Rounds of: sample ``args.k`` replies per fresh problem, keep one (verified or not), fine-tune on the kept
+    conversations (masked SFT, constant lr after warm-up); the held-out greedy accuracy after every round.
+    ``accept``: the filter of ``helpers.posttraining.rejection_sample``.
+    ``keep``: per round, how many of the kept conversations to train on (the unverified arm matches the verified
+    arm's count)."""
+    seed_everything(seed)
+    model = PT.load_chat_model(f"checkpoints/{args.init}.pt", device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    acc = PT.chat_accuracy(model, tok, test)
+    rounds = [{"round": 0, "all": acc["all"], "by_ops": acc["by_ops"],
+               "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test)}]
+    for k, problems in enumerate(rounds_problems, 1):
+        t = time.perf_counter()
+        convs, stats = PT.rejection_sample(model, tok, problems, args.k, accept=accept, generator=gen,
+                                           max_keep=None if keep is None else keep[k - 1])
+        if convs:                                        # a round that kept nothing leaves the model as it was
+            sampler = SFTSampler(tok, {"train": convs}, batch_size=args.batch, seed=seed + 100 * k, device=device)
+            cfg = TrainConfig(steps=args.round_steps, lr=args.lr, warmup_steps=min(args.warmup, args.round_steps),
+                              schedule="constant", weight_decay=0.0, eval_every=0, seed=seed)
+            train(model, sampler, cfg, val_data=[sampler("train")], show_progress=False)
+        model.eval()
+        acc = PT.chat_accuracy(model, tok, test)
+        rounds.append({"round": k, **stats, "trained_on": len(convs), "all": acc["all"], "by_ops": acc["by_ops"],
+                       "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test),
+                       "wall_s": time.perf_counter() - t})
+        print(f"  {label or accept} seed={seed} round {k}: kept {len(convs)} "
+              f"(right {stats['kept_right']:.2f}, bare {stats['kept_bare']:.2f}) → greedy {acc['all']:.3f}, "
+              f"bare answers {rounds[-1]['answer_only']:.2f}", flush=True)
+    return rounds
+
+
+def rejection_rounds(args, test) -> list[list]:
+    """The fresh problems of each rejection-sampling round (none from the held-out test)."""
+    pool = generate_problems(args.rounds * args.round_problems, PT.RS_SEED, min_ops=1, max_ops=4,
+                             exclude={p.question for p in test})
+    return [pool[i * args.round_problems:(i + 1) * args.round_problems] for i in range(args.rounds)]
+
+
+def rejection_stage(tok, args, meta, device, t0) -> dict:
+    test = arithmetic_test_set(args.n_test)
+    rounds_problems = rejection_rounds(args, test)
+    runs = []
+    for k in range(args.seeds):
+        seed = args.seed + k
+        verified = rejection_run(tok, args, device, seed, "verifier", rounds_problems, test)
+        unverified = rejection_run(tok, args, device, seed, "all", rounds_problems, test,
+                                   keep=[r["trained_on"] for r in verified[1:]])     # as many examples per round
+        runs += [{"seed": seed, "verify": True, "rounds": verified}, {"seed": seed, "verify": False, "rounds": unverified}]
+    log = {**meta, "init": args.init, "runs": runs, "total_wall_s": time.perf_counter() - t0}
+    out = Path(args.out) if args.out else data_dir() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ch06_rejection.json").write_text(json.dumps(log, indent=1))
+    print(f"wrote {out / 'ch06_rejection.json'} in {log['total_wall_s'] / 60:.1f} min")
+    return log
+
+
+def judge_candidates(tok, problems, device, seed: int) -> tuple[list, list[str], list[str]]:
+    """One reply at temperature 1 from sft_mix and one from sft per problem: (problems, candidates, source)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ps, cs, src = [], [], []
+    for name in ("sft_mix", "sft"):
+        model = PT.load_chat_model(f"checkpoints/{name}.pt", device)
+        cs += [r[0] for r in PT.chat_generate(model, tok, problems, temperature=1.0, generator=gen)]
+        ps += list(problems)
+        src += [name] * len(problems)
+    return ps, cs, src
+
+
+def judge_stage(tok, args, meta, device, t0) -> dict:
+    """Judges fine-tuned from the SFT model (with a rationale, or the verdict alone), ``--seeds`` each: agreement
+    with the verifier on held-out candidates, and one rejection-sampling round from sft_mix filtered by each judge
+    (the same samples as round 1 of ``rejection-sampling`` for the same seed)."""
+    from helpers import judge as J
+    test = arithmetic_test_set(args.n_test)
+    train_problems = generate_problems(args.n_problems, J.JUDGE_SEED, min_ops=1, max_ops=4,
+                                       exclude={p.question for p in test})
+    tr_p, tr_c, _ = judge_candidates(tok, train_problems, device, J.JUDGE_SEED)
+    ho_p, ho_c, ho_src = judge_candidates(tok, test, device, J.JUDGE_SEED + 1)
+    truth = [check_answer(p, c) for p, c in zip(ho_p, ho_c)]
+    rs_args = parse_args(["rejection-sampling", "--rounds", "1", "--round-problems", str(args.round_problems),
+                          "--k", str(args.k), "--round-steps", str(args.round_steps), "--n-test", str(args.n_test)])
+    round1 = rejection_rounds(rs_args, test)
+    runs = []
+    for style in ("rationale", "verdict"):
+        convs = J.judge_conversations(tr_p, tr_c, rationale=style == "rationale")
+        order = random.Random(J.JUDGE_SEED).sample(range(len(convs)), len(convs))
+        n_val = min(N_VAL, max(1, len(convs) // 10))
+        data = {"train": [convs[i] for i in order[n_val:]], "val": [convs[i] for i in order[:n_val]]}
+        for k in range(args.seeds):
+            seed = args.seed + k
+            seed_everything(seed)
+            judge = PT.load_sft(device)
+            sampler = SFTSampler(tok, data, batch_size=args.batch, seed=seed, device=device)
+            cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps),
+                              schedule="cosine", weight_decay=0.1, eval_every=max(args.steps // 5, 1), seed=seed)
+            vb = [(x.to(device), y.to(device)) for x, y in val_batches(tok, data["val"])]
+            hist = train(judge, sampler, cfg, val_data={"judge replies": vb}, show_progress=False)
+            judge.eval()
+            verdicts, replies = J.judge_verdicts(judge, tok, ho_p, ho_c)
+            by_source = {name: J.agreement([v for v, s in zip(verdicts, ho_src) if s == name],
+                                           [t for t, s in zip(truth, ho_src) if s == name]) for name in ("sft_mix", "sft")}
+            overall = J.agreement(verdicts, truth)
+            accept = lambda ps, rs, judge=judge: [v is True for v in J.judge_verdicts(judge, tok, ps, rs)[0]]
+            rounds = rejection_run(tok, rs_args, device, seed, accept, round1, test, label=f"judge ({style})")
+            runs.append({"style": style, "seed": seed, "val_loss": hist.val_loss[-1], "agreement": overall,
+                         "by_source": by_source, "filter_rounds": rounds, "wall_s": hist.wall_time,
+                         "samples": [{"question": p.question, "candidate": c, "reply": r}
+                                     for p, c, r in list(zip(ho_p, ho_c, replies))[::100]]})
+            print(f"judge ({style}) seed={seed}: accuracy {overall['accuracy']:.3f}, precision {overall['precision']:.3f}, "
+                  f"recall {overall['recall']:.3f} (base rate {overall['base_rate']:.3f}); filtered round → "
+                  f"{rounds[-1]['all']:.3f}", flush=True)
+            if style == "rationale" and k == 0 and not args.out:
+                _save(data_dir() / "checkpoints", "judge", judge, args.steps,
+                      {**meta, "config": judge.cfg.to_dict(), "history": hist.to_dict(), **runs[-1]}, meta, "sft.pt")
+    log = {**meta, "n_train_candidates": len(tr_c), "n_held_out_candidates": len(ho_c), "runs": runs,
+           "total_wall_s": time.perf_counter() - t0}
+    out = Path(args.out) if args.out else data_dir() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ch06_judge.json").write_text(json.dumps(log, indent=1))
+    print(f"wrote {out / 'ch06_judge.json'} in {log['total_wall_s'] / 60:.1f} min")
+    return log
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = get_device(args.device)
     tok = load_tokenizer()
-    data = sft_data(tok)
+    data = sft_data(tok, style=args.style)
     problems = arithmetic_test_set(args.n_test)
     t0 = time.perf_counter()
     meta = {"command": "python scripts/post_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -186,17 +406,25 @@ def main(argv=None) -> dict:
                "history": hist.to_dict(), "train_wall_s": hist.wall_time,
                "base": {"all": base_acc["all"], "by_ops": base_acc["by_ops"]},
                "sft": {k: acc[k] for k in ("all", "by_ops", "format", "user_turn_p")},
+               "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(acc["replies"]),
                "samples": [{"question": p.question, "reply": r} for p, r in zip(problems[::50], acc["replies"][::50])]}
         log["total_wall_s"] = time.perf_counter() - t0
         out = Path(args.out) if args.out else data_dir() / "checkpoints"
-        _save(out, "sft", model, args.steps, log, meta, "base.pt")
-        print(f"base {base_acc['all']:.3f} → SFT {acc['all']:.3f} (format {acc['format']:.2f}); wrote {out / 'sft.pt'} "
+        name = "sft" if args.style == "steps" else "sft_mix"
+        _save(out, name, model, args.steps, log, meta, "base.pt")
+        print(f"base {base_acc['all']:.3f} → SFT {acc['all']:.3f} (format {acc['format']:.2f}); wrote {out / (name + '.pt')} "
               f"in {log['total_wall_s'] / 60:.1f} min")
         return log
     if args.stage == "reward-model":
         return reward_model_stage(tok, args, meta, device, t0)
     if args.stage == "distill-ablation":
         return distill_stage(tok, args, meta, device, problems, t0)
+    if args.stage == "grpo":
+        return grpo_stage(tok, args, meta, device, t0)
+    if args.stage == "rejection-sampling":
+        return rejection_stage(tok, args, meta, device, t0)
+    if args.stage == "judge":
+        return judge_stage(tok, args, meta, device, t0)
     runs = []
     for mask in (True, False):
         for k in range(args.seeds):

@@ -86,3 +86,125 @@ def test_answer_styles():
     import pytest
     with pytest.raises(ValueError, match="steps"):
         PT.sft_conversations(5, style="cot")
+
+
+def _replies(convs):
+    return [m["content"] for c in convs for m in c if m["role"] == "assistant"]
+
+
+def test_mixed_style_draws_each_reply_from_either_teacher():
+    import pytest
+    steps, answer = PT.sft_conversations(400, seed=3), PT.sft_conversations(400, seed=3, style="answer")
+    mixed = PT.sft_conversations(400, seed=3, style="mixed")
+    kinds = []
+    for s, a, m in zip(_replies(steps), _replies(answer), _replies(mixed)):
+        assert m in (s, a)                                     # the same problem, one of the two replies
+        kinds.append(PT.reply_style(m))
+    n, k = len(kinds), kinds.count("answer")
+    assert abs(k / n - PT.MIX_ANSWER_SHARE) < 4 * (0.25 / n) ** 0.5  # binomial: within 4 standard deviations
+    assert PT.sft_conversations(60, seed=3, style="mixed", answer_share=0.0) == PT.sft_conversations(60, seed=3)
+    assert PT.sft_conversations(60, seed=3, style="mixed", answer_share=1.0) == \
+        PT.sft_conversations(60, seed=3, style="answer")
+    with pytest.raises(ValueError, match="answer_share"):
+        PT.sft_conversations(5, style="mixed", answer_share=1.5)
+
+
+def test_reply_style():
+    assert PT.reply_style(" #### 12") == "answer" and PT.reply_style("#### -3") == "answer"
+    assert PT.reply_style(" 3 + 4 = 7 #### 7") == "steps" and PT.reply_style("") == "steps"
+
+
+def _policy(seed=0):
+    torch.manual_seed(seed)
+    return Transformer(ModelConfig.cpu(n_layers=2, max_seq_len=96)).eval()
+
+
+def _opt(model, lr=1e-3):
+    from helpers.optim import AdamW, param_groups
+    return AdamW(param_groups(model, 0.0), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+
+
+def test_grpo_step_is_still_where_nothing_is_learned():
+    """A random policy answers nothing right: every group's rewards are equal (A = 0), and the policy is the
+    reference (the KL term's gradient is 0), so the step cannot move a single weight."""
+    import copy
+    model = _policy()
+    ref = copy.deepcopy(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    probs = arithmetic_test_set(3, ops=(1,))
+    st = PT.grpo_step(model, ref, _opt(model), TOK, probs, 4, max_new_tokens=8, updates=2,
+                      generator=torch.Generator().manual_seed(0))
+    assert st["reward"] == 0.0 and st["informative"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert set(st) == {"reward", "kl", "clip_frac", "length", "answer_only", "informative", "sample_s", "update_s"}
+    assert 1 <= st["length"] <= 8 and 0 <= st["answer_only"] <= 1
+
+
+def test_grpo_step_moves_the_policy_where_groups_differ():
+    """The SFT model on two-operation problems gets some replies right and some wrong at temperature 2: the
+    advantages are non-zero and the weights move; the same generator seed gives the same step."""
+    import copy
+    probs = arithmetic_test_set(8, ops=(2,))
+    out = []
+    for _ in range(2):
+        model = PT.load_sft("cpu")
+        ref = copy.deepcopy(model)
+        w0 = [p.detach().clone() for p in model.parameters()]
+        st = PT.grpo_step(model, ref, _opt(model, 1e-4), TOK, probs, 8, temperature=1.5, updates=2,
+                          generator=torch.Generator().manual_seed(1))
+        moved = sum(float((p.detach() - w).abs().sum()) for p, w in zip(model.parameters(), w0))
+        out.append(({k: v for k, v in st.items() if not k.endswith("_s")}, moved))
+    (st, moved), (st2, moved2) = out
+    assert 0 < st["informative"] <= 1 and moved > 0
+    assert st == st2 and moved == moved2
+    assert st["kl"] > 0                                        # the second update sees a policy ≠ reference
+
+
+def test_grpo_step_rejects_bad_settings():
+    import copy
+    import pytest
+    model = _policy()
+    ref, probs = copy.deepcopy(model), arithmetic_test_set(1, ops=(1,))
+    for kwargs, msg in (({"group_size": 1}, "group_size"), ({"updates": 0}, "updates"),
+                        ({"temperature": 0.0}, "temperature")):
+        with pytest.raises(ValueError, match=msg):
+            PT.grpo_step(model, ref, _opt(model), TOK, probs, **kwargs)
+    with pytest.raises(ValueError, match="no problems"):
+        PT.grpo_step(model, ref, _opt(model), TOK, [])
+
+
+def test_rejection_sample_keeps_only_what_the_verifier_accepts():
+    import pytest
+    probs = arithmetic_test_set(6, ops=(1, 2))
+    sft = PT.load_sft("cpu")
+    gen = lambda: torch.Generator().manual_seed(0)
+    kept, st = PT.rejection_sample(sft, TOK, probs, 4, generator=gen())
+    samples = PT.chat_generate(sft, TOK, probs, temperature=1.0, samples=4, generator=gen())
+    from helpers.arithmetic import check_answer
+    want = [(p.question, next(r for r in rs if check_answer(p, r))) for p, rs in zip(probs, samples)
+            if any(check_answer(p, r) for r in rs)]                       # brute force: the first right reply
+    assert [(c[0]["content"], c[1]["content"]) for c in kept] == want
+    assert st["kept"] == len(want) and st["kept_right"] == 1.0
+    assert st["pass_at_k"] == len(want) / len(probs)
+    assert st["sampled"] == sum(check_answer(p, r) for p, rs in zip(probs, samples) for r in rs) / (4 * len(probs))
+    every, st2 = PT.rejection_sample(sft, TOK, probs, 4, accept="all", generator=gen())
+    assert [c[1]["content"] for c in every] == [rs[0] for rs in samples] and st2["kept"] == len(probs)
+    capped, st3 = PT.rejection_sample(sft, TOK, probs, 4, accept="all", max_keep=2, generator=gen())
+    assert capped == every[:2] and st3["kept"] == 2
+    with pytest.raises(ValueError, match="k must be"):
+        PT.rejection_sample(sft, TOK, probs, 0)
+    with pytest.raises(ValueError, match="no problems"):
+        PT.rejection_sample(sft, TOK, [], 2)
+    with pytest.raises(ValueError, match="accept must be"):
+        PT.rejection_sample(sft, TOK, probs, 2, accept="judge")
+    odd = lambda ps, rs: [i % 2 == 1 for i in range(len(rs))]               # a filter that passes every 2nd reply
+    by_fn, st4 = PT.rejection_sample(sft, TOK, probs, 4, accept=odd, generator=gen())
+    assert [c[1]["content"] for c in by_fn] == [rs[1] for rs in samples] and st4["kept"] == len(probs)
+    assert st4["kept_right"] == sum(check_answer(p, rs[1]) for p, rs in zip(probs, samples)) / len(probs)
+
+
+def test_rejection_sample_keeps_nothing_from_a_policy_that_is_never_right():
+    model = _policy()
+    kept, st = PT.rejection_sample(model, TOK, arithmetic_test_set(2, ops=(1,)), 2,
+                                   generator=torch.Generator().manual_seed(0))
+    assert kept == [] and st["kept"] == 0 and st["pass_at_k"] == 0.0 and st["kept_right"] == 0.0
