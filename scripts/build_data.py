@@ -345,7 +345,7 @@ def _post_training_section(sums: dict) -> str:
                      f"{log['held_out_pairwise_accuracy']:.3f}")
         parts.append(f"- `checkpoints/{name}.pt` ({size / 1e6:.1f} MB, sha256 `{sums.get(f'checkpoints/{name}.pt', '?')[:12]}…`): "
                      f"{what}, written by `{log['command']}` ({log['threads']} thread(s) on `{log['device']}`, "
-                     f"{log['total_wall_s'] / 60:.1f} min; {extra}); loaded by `{loader}`. `{name}.json` is its log.")
+                     f"{log.get('total_wall_s', log.get('wall_s', 0)) / 60:.1f} min; {extra}); loaded by `{loader}`. `{name}.json` is its log.")
     if not parts:
         return ""
     return "\nPost-trained checkpoints, each from its parent with `scripts/post_train.py` (same format and checks):\n\n" + \

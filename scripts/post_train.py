@@ -82,7 +82,8 @@ def parse_args(argv=None):
     ap.add_argument("--batch", type=int, default=32, help="conversations per step")
     ap.add_argument("--lr", type=float, default=None,
                     help="peak learning rate (SFT: 1e-3, reward model and rejection sampling: 1e-4, GRPO: 2e-5)")
-    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (20; grpo: 10)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="warm-up steps (20; grpo: 10; rejection-sampling: --round-steps, a linear ramp per round)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="mask-ablation: seeds per arm")
     ap.add_argument("--n-test", type=int, default=100, help="held-out problems per number of operations")
@@ -94,8 +95,8 @@ def parse_args(argv=None):
     if args.steps is None:
         args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150, "distill-ablation": 150,
                       "grpo": 60, "rejection-sampling": 0, "judge": 150}[args.stage]
-    if args.warmup is None:
-        args.warmup = 10 if args.stage == "grpo" else 20
+    if args.warmup is None:           # rejection rounds: each round's fresh AdamW ramps up over all its steps
+        args.warmup = {"grpo": 10, "rejection-sampling": args.round_steps}.get(args.stage, 20)
     if args.lr is None:
         args.lr = {"reward-model": 1e-4, "grpo": 2e-5, "rejection-sampling": 1e-4}.get(args.stage, 1e-3)
     for name in ("batch", "prompts", "group", "updates", "eval_every", "seeds", "rounds", "round_problems", "k",
@@ -264,7 +265,8 @@ def grpo_stage(tok, args, meta, device, t0) -> dict:
 
 def rejection_run(tok, args, device, seed: int, accept, rounds_problems, test, keep=None, label: str = "") -> list[dict]:
     """Rounds of: sample ``args.k`` replies per fresh problem, keep one (verified or not), fine-tune on the kept
-    conversations (masked SFT, constant lr after warm-up); the held-out greedy accuracy after every round.
+    conversations (masked SFT with a fresh AdamW per round, lr ramped linearly over ``args.warmup`` steps, by default
+    the whole round, then constant); the held-out greedy accuracy after every round.
     ``accept``: the filter of ``helpers.posttraining.rejection_sample``.
     ``keep``: per round, how many of the kept conversations to train on (the unverified arm matches the verified
     arm's count)."""
