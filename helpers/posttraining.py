@@ -35,7 +35,7 @@ from .tokenizer import load_tokenizer
 
 __all__ = ["SFT_SEED", "SFT_PATH", "SFT_LOG", "answer_text", "sft_conversations", "chat_prompt", "chat_generate",
            "chat_accuracy", "user_turn_probability", "load_sft", "load_reward_model", "sft_log", "load_chat_model",
-           "GRPO_SEED", "MIX_ANSWER_SHARE", "RS_SEED", "reply_style", "grpo_step", "rejection_sample",
+           "GRPO_SEED", "MIX_ANSWER_SHARE", "RS_SEED", "reply_style", "bare_share", "grpo_step", "rejection_sample",
            "generate_replies"]
 
 SFT_SEED = 6_100
@@ -102,6 +102,12 @@ def chat_prompt(tok, problem) -> list[int]:
 def reply_style(reply: str) -> str:
     """``"answer"`` when a reply gives the answer alone (it starts with ``####``), else ``"steps"``."""
     return "answer" if reply.lstrip().startswith("####") else "steps"
+
+
+def bare_share(replies) -> float:
+    """The share of ``replies`` that give the answer alone (:func:`reply_style`); 0 for no replies."""
+    replies = list(replies)
+    return sum(reply_style(r) == "answer" for r in replies) / max(len(replies), 1)
 
 
 def _by_prompt_length(prompts: list[list[int]]) -> dict[int, list[int]]:
@@ -248,7 +254,7 @@ def rejection_sample(model, tok, problems, k: int = 4, *, accept="verifier", tem
     replies = [c[-1]["content"] for c in convs]
     stats = {"sampled": sum(ok) / len(ok), "pass_at_k": n_pass / len(problems), "kept": len(convs),
              "kept_right": sum(right) / max(len(right), 1),
-             "kept_bare": sum(reply_style(r) == "answer" for r in replies) / max(len(replies), 1)}
+             "kept_bare": bare_share(replies)}
     return convs, stats
 
 

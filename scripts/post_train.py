@@ -206,7 +206,7 @@ def evaluate_policy(model, tok, test, generator) -> dict:
     acc = PT.chat_accuracy(model, tok, test)
     sampled = PT.chat_generate(model, tok, test, temperature=1.0, samples=2, generator=generator)
     return {"all": acc["all"], "by_ops": acc["by_ops"], "format": acc["format"],
-            "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test),
+            "answer_only": PT.bare_share(acc["replies"]),
             "reply_tokens": sum(len(tok.encode(r)) for r in acc["replies"]) / len(test),
             "sampled": sum(check_answer(p, r) for p, rs in zip(test, sampled) for r in rs) / (2 * len(test))}
 
@@ -275,7 +275,7 @@ def rejection_run(tok, args, device, seed: int, accept, rounds_problems, test, k
     gen = torch.Generator(device=device).manual_seed(seed)
     acc = PT.chat_accuracy(model, tok, test)
     rounds = [{"round": 0, "all": acc["all"], "by_ops": acc["by_ops"],
-               "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test)}]
+               "answer_only": PT.bare_share(acc["replies"])}]
     for k, problems in enumerate(rounds_problems, 1):
         t = time.perf_counter()
         convs, stats = PT.rejection_sample(model, tok, problems, args.k, accept=accept, generator=gen,
@@ -288,7 +288,7 @@ def rejection_run(tok, args, device, seed: int, accept, rounds_problems, test, k
         model.eval()
         acc = PT.chat_accuracy(model, tok, test)
         rounds.append({"round": k, **stats, "trained_on": len(convs), "all": acc["all"], "by_ops": acc["by_ops"],
-                       "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(test),
+                       "answer_only": PT.bare_share(acc["replies"]),
                        "wall_s": time.perf_counter() - t})
         print(f"  {label or accept} seed={seed} round {k}: kept {len(convs)} "
               f"(right {stats['kept_right']:.2f}, bare {stats['kept_bare']:.2f}) → greedy {acc['all']:.3f}, "
@@ -408,7 +408,7 @@ def main(argv=None) -> dict:
                "history": hist.to_dict(), "train_wall_s": hist.wall_time,
                "base": {"all": base_acc["all"], "by_ops": base_acc["by_ops"]},
                "sft": {k: acc[k] for k in ("all", "by_ops", "format", "user_turn_p")},
-               "answer_only": sum(PT.reply_style(r) == "answer" for r in acc["replies"]) / len(acc["replies"]),
+               "answer_only": PT.bare_share(acc["replies"]),
                "samples": [{"question": p.question, "reply": r} for p, r in zip(problems[::50], acc["replies"][::50])]}
         log["total_wall_s"] = time.perf_counter() - t0
         out = Path(args.out) if args.out else data_dir() / "checkpoints"

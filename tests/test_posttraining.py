@@ -208,3 +208,8 @@ def test_rejection_sample_keeps_nothing_from_a_policy_that_is_never_right():
     kept, st = PT.rejection_sample(model, TOK, arithmetic_test_set(2, ops=(1,)), 2,
                                    generator=torch.Generator().manual_seed(0))
     assert kept == [] and st["kept"] == 0 and st["pass_at_k"] == 0.0 and st["kept_right"] == 0.0
+
+
+def test_bare_share():
+    assert PT.bare_share([" #### 3", " 1 + 2 = 3 #### 3", "#### 4", " 2 * 2 = 4 #### 4"]) == 0.5
+    assert PT.bare_share([]) == 0
