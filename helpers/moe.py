@@ -23,6 +23,18 @@ Balancing, chosen by ``balance``:
 - "none": nothing.
 Max violation MaxVio = max_i load_i / mean_i load_i − 1 measures imbalance (0 = perfect).
 
+Expert specialisation (the report's Appendix C, Figure 9): route held-out text of D domains through a trained
+model and count, per MoE layer, the tokens each routed expert receives from each domain (:func:`domain_expert_loads`).
+With p(i | d) the share of domain d's routed slots that go to expert i and p̄(i) = (1/D) Σ_d p(i | d) (domains
+weighted equally), the *relative load* p(i | d)·N_r is 1 for a domain-blind router, and the specialisation
+
+    I(domain; expert) = (1/D) Σ_d KL(p(· | d) ‖ p̄) = (1/D) Σ_d Σ_i p(i | d) log₂(p(i | d) / p̄(i))   bits
+
+(:func:`specialisation`) is the mutual information between a slot's domain and its expert: 0 when every domain
+spreads over the experts alike, log₂ D at most (each domain on experts of its own). A sequence-wise balance loss
+pushes every sequence — here, every domain — towards the uniform load, so it pulls I towards 0; a batch-wise
+loss or the bias only balances the total p̄.
+
 Dispatch (who computes what). Each token needs only its K_r experts. The reference path
 (:meth:`MoE.dispatch_loop`, used when ``helpers.runtime.fast_path()`` is off) loops over experts and
 finds each one's tokens with ``torch.where``; the fast path (:meth:`MoE.dispatch_sorted`, the default)
@@ -43,7 +55,7 @@ from .runtime import fast_path
 
 __all__ = ["MLP", "Gate", "MoE", "route", "bias_update", "max_violation", "expert_load",
            "seq_balance_loss", "classic_aux_loss", "simulate_bias_balancing", "capacity_drop",
-           "moe_param_counts", "fine_grained_split", "BALANCE_MODES"]
+           "moe_param_counts", "fine_grained_split", "domain_expert_loads", "specialisation", "BALANCE_MODES"]
 
 
 class MLP(nn.Module):
@@ -312,3 +324,52 @@ def fine_grained_split(dim: int, ffn_dim: int, n_experts: int, topk: int, granul
     counts = moe_param_counts(dim, ffn_dim // granularity, n_r, n_shared, k_r)
     return {"moe_inter_dim": ffn_dim // granularity, "n_routed": n_r, "n_shared": n_shared, "topk": k_r,
             "combinations": math.comb(n_r, k_r), **counts}
+
+
+@torch.no_grad()
+def domain_expert_loads(model, windows: dict) -> dict:
+    """Routed slots per MoE layer, domain and expert: {domain: tensor [n_moe_layers, N_r]} (counts).
+
+    ``windows``: {domain: list of (x, y) batches}. Runs ``model(x)`` on every batch in eval mode (the routing of
+    inference; the bias takes part in the selection as it does there) and sums ``model.expert_loads("last")``.
+    Only the main model's MoE layers are counted: an MTP module's block is not run by ``model(x)``."""
+    if not isinstance(windows, dict) or not windows or any(not b for b in windows.values()):
+        raise ValueError("windows must be a non-empty dict {domain: non-empty list of (x, y) batches}")
+    was = model.training
+    model.eval()
+    n = sum(model.cfg.is_moe_layer(i) for i in range(model.cfg.n_layers))
+    try:
+        out = {}
+        for d, batches in windows.items():
+            load = 0
+            for x, _ in batches:
+                model(x)
+                load = load + model.expert_loads("last")[:n].double()
+            out[d] = load
+    finally:
+        model.train(was)
+    return out
+
+
+def specialisation(loads) -> dict:
+    """Mutual information between domain and expert, in bits, from per-domain expert counts.
+
+    ``loads``: {domain: counts [N_r] or [layers, N_r]} (e.g. from :func:`domain_expert_loads`). Domains are weighted
+    equally. Returns {"bits": I per layer (a list; a float for 1-D counts), "max_bits": log₂ D,
+    "relative": {domain: p(i | d)·N_r, same shape as the counts}} (see the module docstring)."""
+    if not isinstance(loads, dict) or len(loads) < 2:
+        raise ValueError(f"loads must be a dict of at least two domains' expert counts, got {type(loads).__name__}")
+    t = {d: torch.as_tensor(v, dtype=torch.float64) for d, v in loads.items()}
+    shapes = {tuple(v.shape) for v in t.values()}
+    if len(shapes) != 1 or next(iter(shapes)) == () or len(next(iter(shapes))) > 2:
+        raise ValueError(f"every domain's counts must have the same shape [N_r] or [layers, N_r], got {shapes}")
+    for d, v in t.items():
+        if not torch.isfinite(v).all() or (v < 0).any() or (v.sum(-1) <= 0).any():
+            raise ValueError(f"domain {d!r}: counts must be finite, ≥ 0 and not all zero in any layer")
+    p = torch.stack([v / v.sum(-1, keepdim=True) for v in t.values()])          # [D, (layers,) N_r]
+    mean = p.mean(0)
+    terms = torch.where(p > 0, p * torch.log2(p / mean), torch.zeros_like(p))
+    bits = terms.sum(-1).mean(0)
+    n_r = p.shape[-1]
+    return {"bits": bits.tolist() if bits.dim() else float(bits), "max_bits": math.log2(len(t)),
+            "relative": {d: p[k] * n_r for k, d in enumerate(t)}}

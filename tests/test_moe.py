@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers.model import ModelConfig
+from helpers.model import ModelConfig, Transformer
 from helpers.runtime import use_fast_path
 from helpers.moe import MLP, MoE, bias_update, capacity_drop, classic_aux_loss, expert_load, fine_grained_split, \
     max_violation, moe_param_counts, route, seq_balance_loss, simulate_bias_balancing
@@ -201,3 +201,48 @@ def test_param_formulas_match_modules():
 
 def test_expert_load_counts():
     assert expert_load(torch.tensor([[0, 1], [1, 3]]), 4).tolist() == [1.0, 2.0, 0.0, 1.0]
+
+
+def test_specialisation_laws():
+    from helpers.moe import specialisation
+    # identical per-domain distributions: no information about the domain in the expert
+    same = specialisation({"a": [3, 1, 2, 2], "b": [6, 2, 4, 4]})
+    assert abs(same["bits"]) < 1e-12 and same["max_bits"] == 1.0
+    # disjoint experts per domain: I = log2 D
+    dis = specialisation({"a": [5, 5, 0, 0, 0, 0], "b": [0, 0, 1, 1, 0, 0], "c": [0, 0, 0, 0, 2, 7]})
+    assert abs(dis["bits"] - math.log2(3)) < 1e-12
+    # brute force: I = H(expert) - H(expert | domain), domains weighted equally
+    g = torch.Generator().manual_seed(0)
+    loads = {d: torch.rand(2, 8, generator=g) * 10 for d in "xyz"}
+    r = specialisation(loads)
+    for layer in range(2):
+        p = torch.stack([loads[d][layer].double() / loads[d][layer].double().sum() for d in "xyz"])
+        h = lambda q: float(-(q * torch.log2(q)).sum())
+        assert abs(r["bits"][layer] - (h(p.mean(0)) - sum(h(q) for q in p) / 3)) < 1e-9
+    assert torch.allclose(r["relative"]["x"].mean(-1), torch.ones(2, dtype=torch.float64))
+
+
+def test_specialisation_rejects_bad_loads():
+    from helpers.moe import specialisation
+    with pytest.raises(ValueError, match="at least two"):
+        specialisation({"a": [1, 2]})
+    with pytest.raises(ValueError, match="same shape"):
+        specialisation({"a": [1, 2], "b": [1, 2, 3]})
+    with pytest.raises(ValueError, match="not all zero"):
+        specialisation({"a": [1, 2], "b": [0, 0]})
+
+
+def test_domain_expert_loads_counts_every_routed_slot():
+    from helpers.moe import domain_expert_loads
+    cfg = ModelConfig.cpu(dim=32, n_layers=3, n_heads=2, q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8,
+                          qk_rope_head_dim=8, v_head_dim=8, inter_dim=64, moe_inter_dim=16, vocab_size=64,
+                          max_seq_len=16)
+    torch.manual_seed(0)
+    net = Transformer(cfg)
+    x = torch.randint(0, 64, (2, 16))
+    loads = domain_expert_loads(net, {"a": [(x, x)], "b": [(x, x), (x[:1], x[:1])]})
+    n_moe = sum(cfg.is_moe_layer(i) for i in range(cfg.n_layers))
+    assert loads["a"].shape == (n_moe, cfg.n_routed_experts)
+    assert (loads["a"].sum(-1) == 2 * 16 * cfg.n_activated_experts).all()
+    assert torch.equal(loads["b"], loads["a"] + domain_expert_loads(net, {"c": [(x[:1], x[:1])]})["c"])
+    assert net.training  # left as it was
