@@ -54,6 +54,8 @@ _REBUILD = {
     "checkpoints/rl.json": "python scripts/post_train.py grpo",
     "checkpoints/judge.pt": "python scripts/post_train.py judge",
     "checkpoints/judge.json": "python scripts/post_train.py judge",
+    "checkpoints/pair_judge.pt": "python scripts/post_train.py pair-judge",
+    "checkpoints/pair_judge.json": "python scripts/post_train.py pair-judge",
 }
 
 # Every standard-library file in code_stdlib.txt starts with this header line (it stays in the text:

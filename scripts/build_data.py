@@ -326,7 +326,9 @@ def _post_training_section(sums: dict) -> str:
                                ("rl", "GRPO from sft_mix with the verifier's reward, seed 0 (chapter 06.4)",
                                 'helpers.posttraining.load_chat_model("checkpoints/rl.pt")'),
                                ("judge", "the generative judge with a rationale, from the SFT model, seed 0 (chapter 06.5)",
-                                'helpers.posttraining.load_chat_model("checkpoints/judge.pt")')):
+                                'helpers.posttraining.load_chat_model("checkpoints/judge.pt")'),
+                               ("pair_judge", "the pairwise verdict-only judge, from the SFT model, seed 0 (chapter 07.3)",
+                                'helpers.posttraining.load_chat_model("checkpoints/pair_judge.pt")')):
         log_path = DATA / "checkpoints" / f"{name}.json"
         if not log_path.is_file():
             continue
@@ -337,6 +339,10 @@ def _post_training_section(sums: dict) -> str:
         elif name == "rl":
             extra = (f"held-out greedy accuracy {log['evals'][0]['all']:.3f} (sft_mix) → {log['evals'][-1]['all']:.3f} "
                      f"after {log['evals'][-1]['step']} steps")
+        elif name == "pair_judge":
+            h = log["held_out"]
+            extra = (f"held-out pairs: right shown first {h['acc_first']:.3f}, shown second {h['acc_second']:.3f}, "
+                     f"consistency {h['consistency']:.3f}")
         elif name == "judge":
             extra = (f"agreement with the verifier {log['agreement']['accuracy']:.3f} on held-out candidates, "
                      f"precision {log['agreement']['precision']:.3f}")

@@ -5,6 +5,7 @@
     python scripts/post_train.py mask-ablation          # data/results/ch06_sft_mask.json (3 seeds × 2 arms)
     python scripts/post_train.py reward-model           # data/checkpoints/rm.pt + rm.json (Bradley–Terry)
     python scripts/post_train.py distill-ablation       # data/results/ch06_distill.json (3 seeds × 2 arms)
+    python scripts/post_train.py pair-judge             # data/results/ch07_judge_position.json + pair_judge.pt
 
 ``sft``: the base checkpoint fine-tuned on chat conversations (``helpers.posttraining.sft_conversations``)
 with the loss on assistant tokens only (``helpers.chat``), by ``helpers.train.train`` (AdamW, clipping at 1.0,
@@ -61,9 +62,9 @@ N_TRAIN, N_VAL = 12_000, 256
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("stage", choices=("sft", "mask-ablation", "reward-model", "distill-ablation", "grpo",
-                                      "rejection-sampling", "judge"))
+                                      "rejection-sampling", "judge", "pair-judge"))
     ap.add_argument("--steps", type=int, default=None,
-                    help="optimizer steps (sft: 300, mask-ablation, reward-model, distill-ablation, judge: 150, "
+                    help="optimizer steps (sft: 300, mask-ablation, reward-model, distill-ablation, judge, pair-judge: 150, "
                          "grpo: 60; rejection-sampling: see --round-steps)")
     ap.add_argument("--style", choices=("steps", "mixed"), default="steps",
                     help="sft: the replies, worked steps (→ sft.pt) or mixed with bare answers (→ sft_mix.pt)")
@@ -88,13 +89,13 @@ def parse_args(argv=None):
     ap.add_argument("--seeds", type=int, default=3, help="mask-ablation: seeds per arm")
     ap.add_argument("--n-test", type=int, default=100, help="held-out problems per number of operations")
     ap.add_argument("--n-problems", type=int, default=2000,
-                    help="reward-model: problems to make pairs from; judge: problems to make graded candidates from")
+                    help="reward-model: problems to make pairs from; judge, pair-judge: problems to make graded candidates or pairs from")
     ap.add_argument("--out", default=None, help="folder for the checkpoint and its log (default data/checkpoints)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     if args.steps is None:
         args.steps = {"sft": 300, "mask-ablation": 150, "reward-model": 150, "distill-ablation": 150,
-                      "grpo": 60, "rejection-sampling": 0, "judge": 150}[args.stage]
+                      "grpo": 60, "rejection-sampling": 0, "judge": 150, "pair-judge": 150}[args.stage]
     if args.warmup is None:           # rejection rounds: each round's fresh AdamW ramps up over all its steps
         args.warmup = {"grpo": 10, "rejection-sampling": args.round_steps}.get(args.stage, 20)
     if args.lr is None:
@@ -333,6 +334,26 @@ def judge_candidates(tok, problems, device, seed: int) -> tuple[list, list[str],
     return ps, cs, src
 
 
+def _split_judge_data(convs: list, seed: int) -> dict:
+    """A seeded train / validation split of judging conversations (the validation part: min(N_VAL, 10%))."""
+    order = random.Random(seed).sample(range(len(convs)), len(convs))
+    n_val = min(N_VAL, max(1, len(convs) // 10))
+    return {"train": [convs[i] for i in order[n_val:]], "val": [convs[i] for i in order[:n_val]]}
+
+
+def _train_judge(tok, data: dict, args, seed: int, device):
+    """A judge fine-tuned from the SFT checkpoint on ``data``'s judging conversations (SFT recipe, ``args.steps``)."""
+    seed_everything(seed)
+    judge = PT.load_sft(device)
+    sampler = SFTSampler(tok, data, batch_size=args.batch, seed=seed, device=device)
+    cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps),
+                      schedule="cosine", weight_decay=0.1, eval_every=max(args.steps // 5, 1), seed=seed)
+    vb = [(x.to(device), y.to(device)) for x, y in val_batches(tok, data["val"])]
+    hist = train(judge, sampler, cfg, val_data={"judge replies": vb}, show_progress=False)
+    judge.eval()
+    return judge, hist
+
+
 def judge_stage(tok, args, meta, device, t0) -> dict:
     """Judges fine-tuned from the SFT model (with a rationale, or the verdict alone), ``--seeds`` each: agreement
     with the verifier on held-out candidates, and one rejection-sampling round from sft_mix filtered by each judge
@@ -349,20 +370,10 @@ def judge_stage(tok, args, meta, device, t0) -> dict:
     round1 = rejection_rounds(rs_args, test)
     runs = []
     for style in ("rationale", "verdict"):
-        convs = J.judge_conversations(tr_p, tr_c, rationale=style == "rationale")
-        order = random.Random(J.JUDGE_SEED).sample(range(len(convs)), len(convs))
-        n_val = min(N_VAL, max(1, len(convs) // 10))
-        data = {"train": [convs[i] for i in order[n_val:]], "val": [convs[i] for i in order[:n_val]]}
+        data = _split_judge_data(J.judge_conversations(tr_p, tr_c, rationale=style == "rationale"), J.JUDGE_SEED)
         for k in range(args.seeds):
             seed = args.seed + k
-            seed_everything(seed)
-            judge = PT.load_sft(device)
-            sampler = SFTSampler(tok, data, batch_size=args.batch, seed=seed, device=device)
-            cfg = TrainConfig(steps=args.steps, lr=args.lr, warmup_steps=min(args.warmup, args.steps),
-                              schedule="cosine", weight_decay=0.1, eval_every=max(args.steps // 5, 1), seed=seed)
-            vb = [(x.to(device), y.to(device)) for x, y in val_batches(tok, data["val"])]
-            hist = train(judge, sampler, cfg, val_data={"judge replies": vb}, show_progress=False)
-            judge.eval()
+            judge, hist = _train_judge(tok, data, args, seed, device)
             verdicts, replies = J.judge_verdicts(judge, tok, ho_p, ho_c)
             by_source = {name: J.agreement([v for v, s in zip(verdicts, ho_src) if s == name],
                                            [t for t, s in zip(truth, ho_src) if s == name]) for name in ("sft_mix", "sft")}
@@ -385,6 +396,89 @@ def judge_stage(tok, args, meta, device, t0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ch06_judge.json").write_text(json.dumps(log, indent=1))
     print(f"wrote {out / 'ch06_judge.json'} in {log['total_wall_s'] / 60:.1f} min")
+    return log
+
+
+#: arm: (judge writes a rationale, share of training pairs with the right reply shown first)
+PAIR_ARMS = {"rationale": (True, 0.5), "verdict": (False, 0.5), "verdict_skewed": (False, 0.75)}
+
+
+def right_wrong_pairs(tok, problems, device, seed: int, samples: int = 2) -> tuple[list, list[str], list[str]]:
+    """For each problem, ``samples`` replies at temperature 1 from sft_mix and from sft; where both a right and a
+    wrong reply occur, one of each (the first in a seeded shuffle): (problems, right replies, wrong replies)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    pool = [[] for _ in problems]
+    for name in ("sft_mix", "sft"):
+        model = PT.load_chat_model(f"checkpoints/{name}.pt", device)
+        for k, rs in enumerate(PT.chat_generate(model, tok, problems, temperature=1.0, samples=samples, generator=gen)):
+            pool[k] += rs
+    rng = random.Random(seed)
+    ps, rights, wrongs = [], [], []
+    for p, rs in zip(problems, pool):
+        rng.shuffle(rs)
+        r = [x for x in rs if check_answer(p, x)]
+        w = [x for x in rs if not check_answer(p, x)]
+        if r and w:
+            ps.append(p), rights.append(r[0]), wrongs.append(w[0])
+    return ps, rights, wrongs
+
+
+def _both_orders(J, judge, tok, ps, a, b, rationale: bool) -> tuple[list, list]:
+    """The judge's choices with ``a`` shown first and then with ``b`` shown first."""
+    n = 64 if rationale else 8
+    return J.pair_choices(judge, tok, ps, a, b, n)[0], J.pair_choices(judge, tok, ps, b, a, n)[0]
+
+
+def pair_judge_stage(tok, args, meta, device, t0) -> dict:
+    """Pairwise judges fine-tuned from the SFT model (chapter 07.3), ``--seeds`` each, in three arms: with a
+    rationale or the verdict alone, trained with the right reply first in half of the pairs, and verdict-only
+    trained with it first in 75% (a position that carries information). Each judge judges every held-out pair in
+    both orders (:func:`helpers.judge.position_bias`), and the pairs of the RL model's and the SFT model's greedy
+    replies where exactly one is right, as an open-ended benchmark would pit two models (the win rate of RL).
+    Writes data/results/ch07_judge_position.json with every choice, and the verdict-only judge of seed 0 as
+    data/checkpoints/pair_judge.pt."""
+    from helpers import judge as J
+    test = arithmetic_test_set(args.n_test)
+    train_problems = generate_problems(args.n_problems, J.PAIR_SEED, min_ops=1, max_ops=4,
+                                       exclude={p.question for p in test})
+    tr = right_wrong_pairs(tok, train_problems, device, J.PAIR_SEED)
+    ho = right_wrong_pairs(tok, test, device, J.PAIR_SEED + 1)
+    replies = {name: PT.chat_accuracy(PT.load_chat_model(f"checkpoints/{name}.pt", device), tok, test)["replies"]
+               for name in ("rl", "sft")}
+    duel = [(p, x, y, check_answer(p, x)) for p, x, y in zip(test, replies["rl"], replies["sft"])
+            if check_answer(p, x) != check_answer(p, y)]
+    print(f"{len(tr[0])} training pairs, {len(ho[0])} held-out pairs, {len(duel)} rl-vs-sft pairs with one right",
+          flush=True)
+    runs = []
+    for arm, (rationale, share) in PAIR_ARMS.items():
+        data = _split_judge_data(J.pair_conversations(*tr, first_share=share, rationale=rationale, seed=J.PAIR_SEED),
+                                 J.PAIR_SEED)
+        for k in range(args.seeds):
+            seed = args.seed + k
+            judge, hist = _train_judge(tok, data, args, seed, device)
+            rf, rs = _both_orders(J, judge, tok, ho[0], ho[1], ho[2], rationale)
+            pb = J.position_bias(rf, rs)
+            dp = [d[0] for d in duel]
+            rl_first, sft_first = _both_orders(J, judge, tok, dp, [d[1] for d in duel], [d[2] for d in duel], rationale)
+            runs.append({"arm": arm, "rationale": rationale, "first_share": share, "seed": seed,
+                         "val_loss": hist.val_loss[-1], "wall_s": hist.wall_time, "held_out": pb,
+                         "right_first": rf, "right_second": rs, "duel_rl_first": rl_first, "duel_sft_first": sft_first})
+            print(f"{arm} seed={seed}: a1 {pb['acc_first']:.3f}, a2 {pb['acc_second']:.3f}, bias {pb['bias']:+.3f}, "
+                  f"consistency {pb['consistency']:.3f}, swap {pb['swap_accuracy']:.3f} ({hist.wall_time:.0f} s)",
+                  flush=True)
+            if arm == "verdict" and k == 0 and not args.out:
+                _save(data_dir() / "checkpoints", "pair_judge", judge, args.steps,
+                      {**meta, "config": judge.cfg.to_dict(), "history": hist.to_dict(),
+                       **{k2: v for k2, v in runs[-1].items() if k2 in ("arm", "seed", "held_out", "val_loss")}},
+                      meta, "sft.pt")
+    log = {**meta, "n_train_pairs": len(tr[0]), "n_held_out_pairs": len(ho[0]),
+           "held_out": [{"question": p.question, "right": r, "wrong": w} for p, r, w in zip(*ho)],
+           "duel": [{"question": p.question, "rl": x, "sft": y, "rl_right": ok} for p, x, y, ok in duel],
+           "runs": runs, "total_wall_s": time.perf_counter() - t0}
+    out = Path(args.out) if args.out else data_dir() / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ch07_judge_position.json").write_text(json.dumps(log, indent=1))
+    print(f"wrote {out / 'ch07_judge_position.json'} in {log['total_wall_s'] / 60:.1f} min")
     return log
 
 
@@ -427,6 +521,8 @@ def main(argv=None) -> dict:
         return rejection_stage(tok, args, meta, device, t0)
     if args.stage == "judge":
         return judge_stage(tok, args, meta, device, t0)
+    if args.stage == "pair-judge":
+        return pair_judge_stage(tok, args, meta, device, t0)
     runs = []
     for mask in (True, False):
         for k in range(args.seeds):
