@@ -469,7 +469,8 @@ def pair_judge_stage(tok, args, meta, device, t0) -> dict:
             if arm == "verdict" and k == 0 and not args.out:
                 _save(data_dir() / "checkpoints", "pair_judge", judge, args.steps,
                       {**meta, "config": judge.cfg.to_dict(), "history": hist.to_dict(),
-                       **{k2: v for k2, v in runs[-1].items() if k2 in ("arm", "seed", "held_out", "val_loss")}},
+                       **{k2: v for k2, v in runs[-1].items()
+                          if k2 in ("arm", "seed", "held_out", "val_loss", "wall_s")}},
                       meta, "sft.pt")
     log = {**meta, "n_train_pairs": len(tr[0]), "n_held_out_pairs": len(ho[0]),
            "held_out": [{"question": p.question, "right": r, "wrong": w} for p, r, w in zip(*ho)],

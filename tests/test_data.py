@@ -9,7 +9,7 @@ from helpers import data
 from helpers.runtime import repo_root
 
 SHIPPED = ["arithmetic.txt", "checkpoints/base.json", "checkpoints/base.pt", "checkpoints/judge.json",
-           "checkpoints/judge.pt", "checkpoints/rl.json", "checkpoints/rl.pt",
+           "checkpoints/judge.pt", "checkpoints/pair_judge.json", "checkpoints/pair_judge.pt", "checkpoints/rl.json", "checkpoints/rl.pt",
            "checkpoints/rm.json", "checkpoints/rm.pt", "checkpoints/sft.json", "checkpoints/sft.pt",
            "checkpoints/sft_mix.json", "checkpoints/sft_mix.pt", "code_stdlib.txt", "tinyshakespeare.txt",
            "tokenizer.json", "tokens.npz"]
