@@ -217,6 +217,15 @@ def code_line_set(tok, documents, n: int, *, prefix_tokens: int = 64, suffix_tok
                      "items or shorter contexts")
 
 
+def _check_code_task(mode, examples, where: str) -> None:
+    """The checks shared by the code tasks: a known ``mode`` and at least one example."""
+    if mode not in ("fim", "l2r"):
+        raise ValueError(f"{where}: mode must be 'fim' (prefix and suffix given, PSM order) or 'l2r' (prefix only), "
+                         f"got {mode!r}")
+    if not examples:
+        raise ValueError(f"{where}: no examples given; build them with code_line_set")
+
+
 def code_items(model, tok, examples, *, mode: str = "fim", temperature: float = 0.0, samples: int = 1,
                max_new_tokens: int = 16, generator: torch.Generator | None = None, batch_size: int = 64) -> dict:
     """Per-item scores of ``model`` writing the missing line of each ``(prefix, line, suffix)`` example.
@@ -231,11 +240,7 @@ def code_items(model, tok, examples, *, mode: str = "fim", temperature: float = 
     Returns ``{"scores", "similarity", "completions", "settings"}``.
     """
     where = "code_items"
-    if mode not in ("fim", "l2r"):
-        raise ValueError(f"{where}: mode must be 'fim' (prefix and suffix given, PSM order) or 'l2r' (prefix only), "
-                         f"got {mode!r}")
-    if not examples:
-        raise ValueError(f"{where}: no examples given; build them with code_line_set")
+    _check_code_task(mode, examples, where)
     if not (isinstance(temperature, (int, float)) and temperature >= 0):
         raise ValueError(f"{where}: temperature must be ≥ 0 (0 is greedy), got {temperature!r}")
     _check_int("samples", samples, 1, where)
@@ -441,11 +446,7 @@ def middle_nll(model, tok, examples, *, mode: str = "fim", batch_size: int = 32)
     Returns ``{"scores", "stop_nll", "settings"}``.
     """
     where = "middle_nll"
-    if mode not in ("fim", "l2r"):
-        raise ValueError(f"{where}: mode must be 'fim' (prefix and suffix given, PSM order) or 'l2r' (prefix only), "
-                         f"got {mode!r}")
-    if not examples:
-        raise ValueError(f"{where}: no examples given; build them with code_line_set")
+    _check_code_task(mode, examples, where)
     _check_int("batch_size", batch_size, 1, where)
     rows = []
     for p, m, s in examples:
