@@ -50,7 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .dedup import normalize
+from .dedup import _texts as _dedup_texts, normalize
 from .evaluate import bootstrap_ci
 from .report import side_by_side
 from .runtime import data_dir
@@ -388,13 +388,7 @@ def words(text: str) -> list[str]:
 
 
 def _texts(texts, name: str, where: str) -> list[str]:
-    if isinstance(texts, str) or not hasattr(texts, "__iter__"):
-        raise TypeError(f"{where}: {name} must be a list of str, got {type(texts).__name__}"
-                        + ("; wrap one text in a list: [text]" if isinstance(texts, str) else ""))
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{where}: {name}[{i}] is a {type(t).__name__}, not a str")
+    texts = _dedup_texts(texts, where, name)
     if not texts:
         raise ValueError(f"{where}: {name} is empty")
     return texts

@@ -73,14 +73,14 @@ def _int(name: str, v, low: int, where: str, example: str) -> None:
         raise ValueError(f"{where}: {name} must be an int ≥ {low}, got {v!r}; e.g. {example}")
 
 
-def _texts(docs, where: str) -> list[str]:
+def _texts(docs, where: str, name: str = "docs") -> list[str]:
     if isinstance(docs, str) or not hasattr(docs, "__iter__"):
-        raise TypeError(f"{where}: docs must be a list of str, got {type(docs).__name__}"
+        raise TypeError(f"{where}: {name} must be a list of str, got {type(docs).__name__}"
                         + ("; wrap one text in a list: [text]" if isinstance(docs, str) else ""))
     docs = list(docs)
     for i, d in enumerate(docs):
         if not isinstance(d, str):
-            raise TypeError(f"{where}: docs[{i}] is a {type(d).__name__}, not a str; decode or str() it first")
+            raise TypeError(f"{where}: {name}[{i}] is a {type(d).__name__}, not a str; decode or str() it first")
     return docs
 
 
