@@ -103,7 +103,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 dz = dz.div_(count).to(z.dtype)
                 gx = torch.empty_like(x) if gx is None else gx
                 gx[s:s + chunk] = dz @ weight
-                gw = dz.t() @ xc if gw is None else gw.addmm_(dz.t(), xc)
+                if gw is None:                                            # ∂L/∂W accumulates in fp32: under
+                    gw = (dz.t() @ xc).float()                            # bf16 autocast the product is bf16
+                elif dz.dtype == xc.dtype == gw.dtype:
+                    gw.addmm_(dz.t(), xc)
+                else:
+                    gw += (dz.t() @ xc).float()
         ctx.save_for_backward(x, weight, gx, gw)
         ctx.set_materialize_grads(False)
         return total / count, logits

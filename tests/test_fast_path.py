@@ -174,6 +174,31 @@ def test_linear_cross_entropy_matches_torch_with_ignored_targets_and_logit_gradi
         linear_cross_entropy(x0, w0, y[:5])
 
 
+def test_linear_cross_entropy_under_bf16_autocast_matches_torch_and_keeps_fp32_gradients():
+    """Training on CUDA runs under bf16 autocast (helpers.runtime.training_autocast). The fused head must work there:
+    the chunk products are bf16, the weight gradient accumulates in fp32 over chunks (one chunk and several alike),
+    and loss and gradients match the unfused head + F.cross_entropy under the same autocast to bf16 accuracy."""
+    g = torch.Generator().manual_seed(0)
+    x0, w0 = torch.randn(40, 16, generator=g), torch.randn(64, 16, generator=g) * 0.3
+    y = torch.randint(0, 64, (40,), generator=g)
+    y[5] = -1
+
+    def run(fused, chunk=8):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if fused:
+                loss, _ = linear_cross_entropy(x, w, y, chunk=chunk)
+            else:
+                loss = F.cross_entropy((x @ w.T).float(), y, ignore_index=-1)
+        loss.backward()
+        return [loss.detach().float(), x.grad, w.grad]
+    ref = run(False)
+    for chunk in (8, 64):
+        out = run(True, chunk)
+        assert out[1].dtype == out[2].dtype == torch.float32           # master weights' gradients stay fp32
+        assert_all_close(out, ref, 2e-2)
+
+
 def test_transformer_fast_equals_reference_loss_logits_and_gradients():
     cfg = ModelConfig.cpu(vocab_size=64, dim=32, n_layers=2, n_heads=2, q_lora_rank=16, kv_lora_rank=16,
                           qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, inter_dim=48, moe_inter_dim=16,
