@@ -61,7 +61,7 @@ from helpers.config import ModelConfig  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
 from helpers.moe import max_violation  # noqa: E402
 from helpers.objective import bigram_window_losses  # noqa: E402
-from helpers.runtime import autocast_dtype, progress, seed_everything  # noqa: E402
+from helpers.runtime import autocast_dtype, get_device, progress, seed_everything  # noqa: E402
 from helpers.train import TrainConfig, train  # noqa: E402
 
 OUT = ROOT / "data" / "results" / "ch04_ablations.json"
@@ -172,9 +172,9 @@ def compare(base: dict, other: dict, name: str = "X", base_name: str = "A", delt
             "text": text}
 
 
-def val_windows(splits: dict, block_size: int, n_batches: int, batch_size: int = 16) -> dict:
+def val_windows(splits: dict, block_size: int, n_batches: int, batch_size: int = 16, device=None) -> dict:
     """Fixed validation windows per domain: ``n_batches`` batches of ``batch_size`` evenly spaced windows."""
-    return {d: eval_batches(splits, d, n_batches, batch_size, block_size) for d in DOMAINS}
+    return {d: eval_batches(splits, d, n_batches, batch_size, block_size, device=device) for d in DOMAINS}
 
 
 def bigram_baseline(splits: dict, windows: dict, vocab_size: int) -> dict:
@@ -247,7 +247,7 @@ def run_arm(arm: str, seed: int, *, steps: int, batch_size: int, block_size: int
             decay_frac: float, eval_every: int, eval_batches: int, curve_every: int, gamma: float, aux_alpha: float,
             mtp_lambda: float,
             model: dict, splits: dict | None = None, windows: dict | None = None, stop_after: int | None = None,
-            flops_steps: int | None = None, keep_model: bool = False) -> dict:
+            flops_steps: int | None = None, keep_model: bool = False, device=None) -> dict:
     """Train one arm for one seed and measure it (see the module docstring).
 
     ``steps`` is arm A's step count; ``B_flops`` trains ``flops_steps`` steps (default: from
@@ -258,12 +258,14 @@ def run_arm(arm: str, seed: int, *, steps: int, batch_size: int, block_size: int
     evaluations), "val_steps", "val_curves" {domain|"mean": [...]}, "val_maxvio_curve", "curve_steps", "train_curve",
     "maxvio_curve" (every ``curve_every`` steps), "maxvio_last" (mean step MaxVio over the last 20% of the steps
     done), "val_maxvio" (at the last evaluation), "median_step_s", "tokens_per_s" (from the median step time),
-    "wall_s", "eval_s", "n_params"}; with ``keep_model`` also "model".
+    "wall_s", "eval_s", "n_params"}; with ``keep_model`` also "model". ``device``: where the model, its batches and
+    the validation windows live (default the CPU; ``windows``, when given, must already be there).
     """
     if stop_after is not None and not (isinstance(stop_after, int) and stop_after >= 1):
         raise ValueError(f"stop_after must be None or an int ≥ 1, got {stop_after!r}")
     splits = load_splits() if splits is None else splits
-    windows = val_windows(splits, block_size, eval_batches) if windows is None else windows
+    device = torch.device("cpu") if device is None else torch.device(device)
+    windows = val_windows(splits, block_size, eval_batches, device=device) if windows is None else windows
     knobs = dict(gamma=gamma, aux_alpha=aux_alpha, mtp_lambda=mtp_lambda)
     cfg = arm_config(arm, block_size, model, **knobs)
     n_steps, warm, every = steps, warmup_steps, eval_every
@@ -273,8 +275,9 @@ def run_arm(arm: str, seed: int, *, steps: int, batch_size: int, block_size: int
                                             block_size)["steps"]
         scale = flops_steps / steps
         n_steps, warm, every = flops_steps, round(warmup_steps * scale), max(1, round(eval_every * scale))
-    net = build_model(cfg, seed)
-    sampler = MixtureSampler(splits, DEFAULT_WEIGHTS, batch_size=batch_size, block_size=block_size, seed=seed)
+    net = build_model(cfg, seed).to(device)
+    sampler = MixtureSampler(splits, DEFAULT_WEIGHTS, batch_size=batch_size, block_size=block_size, seed=seed,
+                             device=device)
     tcfg = TrainConfig(steps=n_steps, lr=lr, min_lr=lr / 10, warmup_steps=warm, schedule="wsd", decay_frac=decay_frac,
                        eval_every=0, seed=seed)
     mv, stamps, box, evals = [], [time.perf_counter()], {}, []
@@ -408,6 +411,15 @@ def arm_curves(result: dict, arm: str, domain: str = "mean", kind: str = "val") 
     return out
 
 
+def _pool_run(job: tuple) -> dict:
+    """One (arm, seed) run in a worker process of ``--jobs``: its own data, windows and thread count."""
+    arm, seed, flops_steps, device, threads, kw = job
+    torch.set_num_threads(threads)
+    splits = load_splits()
+    windows = val_windows(splits, kw["block_size"], kw["eval_batches"], device=device)
+    return run_arm(arm, seed, splits=splits, windows=windows, flops_steps=flops_steps, device=device, **kw)
+
+
 def _fmt(s: dict) -> str:
     return f"{s['mean']:.4f} ± {s['std']:.4f}" if s["std"] is not None else f"{s['mean']:.4f}"
 
@@ -423,6 +435,10 @@ def main(argv=None) -> dict:
     for k, v in DEFAULTS["model"].items():
         p.add_argument("--" + k.replace("_", "-"), type=int, default=v, help=f"ModelConfig.cpu({k}=...)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (results are reproducible for a given count)")
+    p.add_argument("--device", default="cpu", help="cpu (default; the shipped short run), cuda, or auto (a CUDA GPU "
+                   "when present); on CUDA the runs train under bf16 autocast (helpers.runtime.training_autocast)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with --threads "
+                   "threads (every run is seeded on its own, so the numbers do not depend on --jobs)")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--merge", action="store_true", help="keep the runs of --out (same config and seeds) and add the "
                    "arms given by --arms to them, e.g. --arms N --merge; the file records both commands")
@@ -432,6 +448,9 @@ def main(argv=None) -> dict:
         print("warning: fewer than 3 seeds: the file will name no winner worth trusting", flush=True)
     if a.steps % a.eval_every:
         p.error(f"--steps {a.steps} must be a multiple of --eval-every {a.eval_every} (evaluations at fixed points)")
+    if a.jobs < 1:
+        p.error(f"--jobs must be ≥ 1, got {a.jobs}")
+    device = get_device(None if a.device == "auto" else a.device)
     torch.set_num_threads(a.threads)
     model = {k: getattr(a, k) for k in DEFAULTS["model"]}
     knobs = dict(gamma=a.gamma, aux_alpha=a.aux_alpha, mtp_lambda=a.mtp_lambda)
@@ -457,11 +476,19 @@ def main(argv=None) -> dict:
                     f"{old['config']['seeds']} vs {a.seeds}, threads {old['threads']} vs {a.threads}); run without --merge")
         runs = [r for r in old["runs"] if r["arm"] not in a.arms]
     jobs = [(arm, s) for s in a.seeds for arm in a.arms]
-    for arm, seed in progress(jobs, desc="runs", disable=False):
-        r = run_arm(arm, seed, splits=splits, windows=windows, flops_steps=eq["steps"], **kw)
+    if a.jobs == 1:
+        on_dev = windows if device.type == "cpu" else val_windows(splits, a.block_size, a.eval_batches, device=device)
+        done = (run_arm(arm, seed, splits=splits, windows=on_dev, flops_steps=eq["steps"], device=device, **kw)
+                for arm, seed in jobs)
+    else:                                   # fresh processes (spawn: CUDA cannot be forked), results in job order
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        pool = cf.ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn"))
+        done = pool.map(_pool_run, [(arm, seed, eq["steps"], str(device), a.threads, kw) for arm, seed in jobs])
+    for r in progress(done, total=len(jobs), desc="runs", disable=False):
         runs.append(r)
         per = ", ".join(f"{d} {r['final'][d]:.3f}" for d in DOMAINS)
-        print(f"{arm:7s} seed {seed}: {r['steps']} steps, val {r['final']['mean']:.4f} "
+        print(f"{r['arm']:7s} seed {r['seed']}: {r['steps']} steps, val {r['final']['mean']:.4f} "
               f"({per}; bigram {bigram['val_loss']:.4f}), "
               f"MaxVio {r['maxvio_last']:.3f}, {r['tokens_per_s']:.0f} tok/s, {r['wall_s']:.0f} s", flush=True)
     summary = summarize(runs, bigram)
@@ -473,14 +500,16 @@ def main(argv=None) -> dict:
                       "schedule": "wsd: linear warm-up, constant, cosine to lr/10 over the last decay_frac of the steps",
                       "min_lr": "lr / 10",
                       "optimizer": "AdamW betas (0.9, 0.95), weight decay 0.1, clip 1.0",
-                      "check_steps": a.eval_every, "report_gap": REPORT_GAP},
+                      "check_steps": a.eval_every, "report_gap": REPORT_GAP, "device": device.type},
            "model_configs": {arm: c.to_dict() for arm, c in cfgs.items()},
            "equal_flops": eq, "bigram": bigram, "summary": summary, "claims": claims(summary, eq), "runs": runs,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "autocast": str(autocast_dtype(torch.device("cpu"))),
+           "autocast": str(autocast_dtype(device)), "device": device.type,
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "wall_s": time.perf_counter() - t0 + (old["wall_s"] if old else 0.0)}
-    if old and (old["cpu_capability"], old["autocast"], old["torch"]) != (out["cpu_capability"], out["autocast"], out["torch"]):
+    if old and (old["cpu_capability"], old["autocast"], old["torch"], old.get("device", "cpu")) != (
+            out["cpu_capability"], out["autocast"], out["torch"], out["device"]):
         p.error("--merge: the file's runs used another torch, CPU capability or autocast dtype; run without --merge")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))

@@ -48,7 +48,7 @@ from helpers.batching import MixtureSampler, eval_batches  # noqa: E402
 from helpers.config import ModelConfig  # noqa: E402
 from helpers.data import sha256_file  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
-from helpers.runtime import data_dir, progress, seed_everything  # noqa: E402
+from helpers.runtime import data_dir, get_device, progress, seed_everything  # noqa: E402
 from helpers.tasks import passkey_document  # noqa: E402
 from helpers.tokenizer import load_tokenizer  # noqa: E402
 from helpers.train import TrainConfig, checkpoint_config, load_checkpoint, train  # noqa: E402
@@ -174,9 +174,9 @@ def loss_profile(model, windows: list, bucket: int, lengths=()) -> dict:
             "loss_at": {str(L): float(per[:, :L].mean()) for L in lengths if L <= n}, "n_windows": per.shape[0]}
 
 
-def long_windows(splits: dict, n_windows: int, length: int, domains=LOSS_DOMAINS) -> dict:
+def long_windows(splits: dict, n_windows: int, length: int, domains=LOSS_DOMAINS, device=None) -> dict:
     """Fixed, evenly spaced validation windows of ``length`` tokens per domain (helpers.batching.eval_batches)."""
-    return {d: eval_batches(splits, d, n_windows, 1, length) for d in domains}
+    return {d: eval_batches(splits, d, n_windows, 1, length, device=device) for d in domains}
 
 
 def evaluate_model(model, tok, windows: dict, lengths, depths, n_per_depth: int, bucket: int,
@@ -220,8 +220,9 @@ def extend(model, splits: dict, block: int, steps: int, batch: int, lr: float, s
     ``warmup`` steps; the optimizer starts fresh (the base checkpoint carries no optimizer state).
     Returns the training log."""
     seed_everything(seed)
-    sampler = MixtureSampler(splits, P.PRETRAIN_WEIGHTS, batch, block, seed=seed, aligned=("passkey",))
-    val = eval_batches(splits, "shakespeare", 1, 1, block)
+    dev = next(model.parameters()).device
+    sampler = MixtureSampler(splits, P.PRETRAIN_WEIGHTS, batch, block, seed=seed, aligned=("passkey",), device=dev)
+    val = eval_batches(splits, "shakespeare", 1, 1, block, device=dev)
     warmup = min(warmup, steps // 2)
     tcfg = TrainConfig(steps=steps, lr=lr, schedule="constant", warmup_steps=warmup, eval_every=0, seed=seed)
     hist = train(model, sampler, tcfg, val_data=val, show_progress=show_progress)
@@ -237,7 +238,7 @@ def run_arm(args, tok, splits: dict, arm: str, factor: float, seed: int, after_p
     """One arm of the staged extension from the base checkpoint: phase k trains at ``args.blocks[k-1]`` positions
     with YaRN factor ``factor`` (1 = plain RoPE), batches seeded ``seed + k`` (so both arms see the same rows).
     Calls ``after_phase(k, model, steps_so_far)`` after each phase; returns the phases' training logs."""
-    model = load_model(args.base, **rope_fields(args.blocks[0], factor))
+    model = load_model(args.base, device=getattr(args, "device", "cpu"), **rope_fields(args.blocks[0], factor))
     model.train()
     done, logs = 0, []
     for k, (block, steps, batch) in enumerate(zip(args.blocks, args.steps, args.batch), start=1):
@@ -296,7 +297,10 @@ def parse_args(argv=None):
     ap.add_argument("--seeds-only", type=int, nargs="+", default=None, metavar="SEED",
                     help="add both arms trained with these extra seeds (1, 2, ...) to the existing --out file")
     ap.add_argument("--quick", action="store_true", help="tiny everything (smoke test)")
+    ap.add_argument("--device", default="cpu", help="cpu (default: the shipped ×4 run), cuda, or auto (a CUDA GPU when "
+                    "present); on CUDA the extension trains under bf16 autocast (helpers.runtime.training_autocast)")
     args = ap.parse_args(argv)
+    args.device = str(get_device(None if args.device == "auto" else args.device))
     if args.quick:
         args.steps, args.batch, args.lengths = [2, 2], [1, 1], [256, 512]
         args.blocks, args.n_per_depth, args.windows, args.depths = [384, 512], 2, 1, [0.5]
@@ -317,17 +321,17 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     tok = load_tokenizer()
     L_max, s = max(args.lengths), args.factor
-    base = load_model(args.base, max_seq_len=L_max)                       # plain RoPE, every position
+    base = load_model(args.base, device=args.device, max_seq_len=L_max)  # plain RoPE, every position
     base_path = Path(args.base) if args.base else data_dir() / P.BASE_PATH
     print(f"base: {base_path} ({base.num_params()['total']:,} parameters), T = {T}, YaRN s = {s}")
     splits = splits_at(tok, args.blocks[-1])
-    windows = long_windows(splits, args.windows, L_max)
+    windows = long_windows(splits, args.windows, L_max, device=args.device)
     ev = dict(lengths=args.lengths, depths=args.depths, n_per_depth=args.n_per_depth, bucket=args.bucket)
     out = Path(args.out) if args.out else data_dir() / RESULTS
     if args.seeds_only:
         result = json.loads(out.read_text())
         mine = {k: v for k, v in vars(args).items() if k not in ("out", "seeds_only")}
-        if {k: result["config"].get(k) for k in mine} != mine:
+        if {k: result["config"].get(k, "cpu" if k == "device" else None) for k in mine} != mine:  # older files: CPU
             raise SystemExit(f"--seeds-only: {out} was made with other settings ({result['config']}); pass the same ones")
         result["seed_runs"] = [r for r in result.get("seed_runs", []) if r["seed"] not in args.seeds_only]
         result["seed_runs"] += seed_runs(args, tok, splits, windows, args.seeds_only)
@@ -367,7 +371,8 @@ def main(argv=None) -> dict:
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "T": T, "chance": CHANCE, "base": str(base_path.relative_to(ROOT)) if base_path.is_relative_to(ROOT) else str(base_path),
         "base_sha256": sha256_file(base_path), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "device": "cpu", "models": models, "stages": stages,
+        "threads": torch.get_num_threads(), "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None, "models": models, "stages": stages,
         "measured": (f"passkey: exact match of the key, {args.n_per_depth} documents at each depth {args.depths} per "
                      f"length; loss: {args.windows} validation windows of {L_max} tokens per domain, mean over the "
                      "first L positions"),
