@@ -104,11 +104,13 @@ def test_seeds_needed_formula_and_the_ablation_file():
     assert C.seeds_needed(0.0, 0.005) == 2
     with pytest.raises(ValueError, match="delta"):
         C.seeds_needed(0.1, 0.0)
-    abl = C.load_result("ch04_ablations")                          # the script's numbers, same formula
-    for claim in abl["claims"]:
-        o = claim["ours"]
-        if o.get("seeds_needed") is not None:
-            assert C.seeds_needed(o["paired_se"] * math.sqrt(3), abl["config"]["report_gap"]) == o["seeds_needed"]
+    for name in ("ch04_ablations", "ch04_ablations_long"):         # the script's numbers (CPU and GPU runs), same formula
+        abl = C.load_result(name)
+        for claim in abl["claims"]:
+            o = claim["ours"]
+            if o.get("seeds_needed") is not None:
+                n = len(abl["config"]["seeds"])
+                assert C.seeds_needed(o["paired_se"] * math.sqrt(n), abl["config"]["report_gap"]) == o["seeds_needed"]
 
 
 # -- evidence, claims, scoreboard ------------------------------------------------------------------------------------
