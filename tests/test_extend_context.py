@@ -1,4 +1,5 @@
-"""scripts/extend_context.py (chapter 04.4): the measurements it records are what they claim to be.
+"""helpers.long_context and scripts/extend_context.py (chapter 04.4): the measurements the script records are what
+they claim to be.
 
 - passkey_scores' exact match is helpers.pretraining.passkey_accuracy's, checked with oracle models that know the
   answers (all right, every other document wrong) so that the test can fail;
@@ -19,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import long_context as LC
 from helpers import pretraining as P
 from helpers.config import ModelConfig
 from helpers.model import Transformer
@@ -69,9 +71,9 @@ class Oracle(nn.Module):
 
 @pytest.mark.parametrize("wrong", [(), (0, 2, 4)])
 def test_passkey_scores_match_passkey_accuracy(tok, wrong):
-    docs = E.passkey_docs(tok, 96, 6, seed=3, depth=0.5)
+    docs = LC.passkey_docs(tok, 96, 6, seed=3, depth=0.5)
     oracle = Oracle(docs, tok.vocab_size, wrong)
-    r = E.passkey_scores(oracle, docs, batch_size=4)
+    r = LC.passkey_scores(oracle, docs, batch_size=4)
     assert r["hit"] == [k not in wrong for k in range(6)]
     assert r["acc"] == P.passkey_accuracy(oracle, tok, 96, n=6, seed=3, depth=0.5, batch_size=4) == 1 - len(wrong) / 6
     # the oracle gives every true token log(0.9), except a wrong document's last key token
@@ -83,8 +85,8 @@ def test_passkey_scores_match_passkey_accuracy(tok, wrong):
 
 def test_passkey_nll_by_hand(tok):
     model = tiny_model()
-    docs = E.passkey_docs(tok, 80, 3, seed=1)
-    r = E.passkey_scores(model, docs, batch_size=2)
+    docs = LC.passkey_docs(tok, 80, 3, seed=1)
+    r = LC.passkey_scores(model, docs, batch_size=2)
     for (p, a), nll in zip(docs, r["nll"]):
         with torch.no_grad():
             logp = model(torch.tensor([p + a]))["logits"][0].log_softmax(-1)
@@ -95,14 +97,14 @@ def test_passkey_nll_by_hand(tok):
 
 def test_passkey_grid_counts(tok):
     model = tiny_model(max_seq_len=512)
-    g = E.passkey_grid(model, tok, [128, 256], [0.2, 0.8], 3, show_progress=False)
+    g = LC.passkey_grid(model, tok, [128, 256], [0.2, 0.8], 3, show_progress=False)
     assert set(g) == {"128", "256"}
     for cell in g.values():
         assert cell["n"] == 6 and set(cell["by_depth"]) == {"0.2", "0.8"}
         assert cell["acc"] == pytest.approx(sum(d["acc"] for d in cell["by_depth"].values()) / 2)
         assert cell["mean_nll"] == pytest.approx(sum(d["nll"] for d in cell["by_depth"].values()) / 2)
     # the depth-0.8 cell at 256 is the documents passkey_docs(seed = 0 + 1) gives
-    direct = E.passkey_scores(model, E.passkey_docs(tok, 256, 3, seed=1, depth=0.8))
+    direct = LC.passkey_scores(model, LC.passkey_docs(tok, 256, 3, seed=1, depth=0.8))
     assert g["256"]["by_depth"]["0.8"] == {"acc": direct["acc"], "nll": pytest.approx(direct["mean_nll"], rel=1e-6)}
 
 
@@ -111,7 +113,7 @@ def test_loss_profile_is_causal_loss():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 4096, (2, 512), generator=g)
     y = torch.randint(0, 4096, (2, 512), generator=g)
-    prof = E.loss_profile(model, [(x[:1], y[:1]), (x[1:], y[1:])], bucket=128, lengths=[128, 256, 512, 1024])
+    prof = LC.loss_profile(model, [(x[:1], y[:1]), (x[1:], y[1:])], bucket=128, lengths=[128, 256, 512, 1024])
     assert len(prof["bucket_loss"]) == 4 and prof["n_windows"] == 2
     assert set(prof["loss_at"]) == {"128", "256", "512"}                  # 1024 is longer than the windows
     with torch.no_grad():
@@ -120,13 +122,13 @@ def test_loss_profile_is_causal_loss():
             assert prof["loss_at"][str(L)] == pytest.approx(own, rel=1e-4)
     assert sum(prof["bucket_loss"]) / 4 == pytest.approx(prof["loss_at"]["512"], rel=1e-5)
     with pytest.raises(ValueError, match="multiple of bucket = 100"):
-        E.loss_profile(model, [(x, y)], bucket=100)
+        LC.loss_profile(model, [(x, y)], bucket=100)
 
 
 def test_with_rope_changes_only_positions():
     base = tiny_model(max_seq_len=256)
-    plain = E.with_rope(base, 1024, 1.0)
-    yarn = E.with_rope(base, 1024, 4.0)
+    plain = LC.with_rope(base, 1024, 1.0)
+    yarn = LC.with_rope(base, 1024, 4.0)
     for m in (plain, yarn):
         assert all(torch.equal(m.state_dict()[k], v) for k, v in base.state_dict().items())
     assert not plain.cfg.yarn_active and yarn.cfg.yarn_active
@@ -149,24 +151,24 @@ def test_with_rope_changes_only_positions():
 ])
 def test_rope_fields_rejects(kw, match):
     with pytest.raises(ValueError, match=match):
-        E.rope_fields(**kw)
+        LC.rope_fields(**kw)
 
 
 def test_rope_fields():
-    assert E.rope_fields(512) == {"max_seq_len": 512, "original_seq_len": 0, "rope_factor": 1.0}
-    assert E.rope_fields(512, 2) == {"max_seq_len": 512, "original_seq_len": E.T, "rope_factor": 2.0}
+    assert LC.rope_fields(512) == {"max_seq_len": 512, "original_seq_len": 0, "rope_factor": 1.0}
+    assert LC.rope_fields(512, 2) == {"max_seq_len": 512, "original_seq_len": E.T, "rope_factor": 2.0}
 
 
 def test_probe_is_deterministic_and_consistent(tok):
-    model = E.with_rope(tiny_model(max_seq_len=256), 512, 2.0)
-    docs = E.passkey_docs(tok, 512, 3, seed=5, depth=0.5)
+    model = LC.with_rope(tiny_model(max_seq_len=256), 512, 2.0)
+    docs = LC.passkey_docs(tok, 512, 3, seed=5, depth=0.5)
     x = torch.randint(0, model.cfg.vocab_size, (1, 512), generator=torch.Generator().manual_seed(2))
     window = (x, torch.roll(x, -1, 1))
-    a, b = E.probe(model, docs, window, bucket=128), E.probe(model, docs, window, bucket=128)
+    a, b = LC.probe(model, docs, window, bucket=128), LC.probe(model, docs, window, bucket=128)
     assert a == b
     assert a["acc"] == P.passkey_accuracy(model, tok, 512, n=3, seed=5, depth=0.5)
-    assert a["bucket_loss"] == E.loss_profile(model, [window], 128)["bucket_loss"]
-    assert len(a["hits"]) == 3 and "bucket_loss" not in E.probe(model, docs)
+    assert a["bucket_loss"] == LC.loss_profile(model, [window], 128)["bucket_loss"]
+    assert len(a["hits"]) == 3 and "bucket_loss" not in LC.probe(model, docs)
 
 
 def test_quick_run_writes_results(tmp_path, tok):
@@ -180,14 +182,14 @@ def test_quick_run_writes_results(tmp_path, tok):
     assert [(s["arm"], s["phase"]) for s in saved["stages"]] == [("yarn", 1), ("yarn", 2), ("rope", 1), ("rope", 2)]
     for m in saved["models"].values():
         assert set(m["passkey"]) == {"256", "512"} and all(0 <= c["acc"] <= 1 for c in m["passkey"].values())
-        assert set(m["loss"]) == set(E.LOSS_DOMAINS)
+        assert set(m["loss"]) == set(LC.LOSS_DOMAINS)
     assert saved["models"]["yarn_phase2"]["rope_factor"] == 4.0 and saved["models"]["rope_phase2"]["rope_factor"] == 1.0
     assert saved["models"]["yarn_phase2"]["extension_steps"] == 4
-    assert "base_rope" in E.passkey_table(res)
+    assert "base_rope" in LC.passkey_table(res)
     # more training seeds of both arms, added to the same file (the first run's settings must be repeated)
     more = E.main(["--quick", "--base", str(ckpt), "--out", str(out), "--seeds-only", "1"])
     assert [(r["seed"], r["arm"]) for r in more["seed_runs"]] == [(1, "yarn"), (1, "rope")]
-    assert all(set(r["passkey"]) == {"256", "512"} and set(r["loss_at"]) == set(E.LOSS_DOMAINS)
+    assert all(set(r["passkey"]) == {"256", "512"} and set(r["loss_at"]) == set(LC.LOSS_DOMAINS)
                for r in more["seed_runs"])
     assert json.loads(out.read_text())["models"] == saved["models"]              # the first run is kept as it was
     with pytest.raises(SystemExit, match="other settings"):
