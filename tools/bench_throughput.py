@@ -5,6 +5,7 @@ speed-up of the fast path over the written-out reference path.
     python tools/bench_throughput.py --preset gpu --batch 32 --seq 512 --device cuda
     python tools/bench_throughput.py --no-reference   # only the fast path
     python tools/bench_throughput.py --compile        # also time torch.compile(model) (cold compile reported)
+    python tools/bench_throughput.py --profile 3      # then torch.profiler over 3 fast-path steps: the top operators
 
 What it measures:
 1. peak: FLOP/s of a large matrix multiply (n × n @ n × n = 2n³ FLOPs), best of several runs, in the dtype
@@ -70,9 +71,13 @@ def make_step(model, opt, x, y, device):
 
 
 def train_throughput(cfg: ModelConfig, batch: int, seq: int, steps: int, warmup: int, device, rounds: int = 3,
-                     paths=(True, False), compile_model: bool = False) -> dict:
-    """tokens/s of each path in ``paths`` (True = fast, False = reference), best of ``rounds`` interleaved rounds."""
-    seed_everything(0)
+                     paths=(True, False), compile_model: bool = False, profile: int = 0,
+                     deterministic: bool = True) -> dict:
+    """tokens/s of each path in ``paths`` (True = fast, False = reference), best of ``rounds`` interleaved rounds.
+    ``profile`` > 0: then that many fast-path steps under ``torch.profiler``; "profile" holds its operator table
+    (sorted by the device's own time on CUDA, by CPU time otherwise). ``deterministic``: ``seed_everything``'s
+    request for deterministic kernels (the course default; on CUDA some deterministic kernels are slower)."""
+    seed_everything(0, deterministic=deterministic)
     model = Transformer(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
@@ -105,6 +110,15 @@ def train_throughput(cfg: ModelConfig, batch: int, seq: int, steps: int, warmup:
                     step()
                 sync(device)
                 best[key] = min(best[key], (time.perf_counter() - t) / steps)
+    if profile > 0:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with use_fast_path(True), torch_profile(activities=acts) as prof:
+            for _ in range(profile):
+                runs[True]()
+            sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        extra["profile"] = prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48)
     counts = model.num_params()
     return {"step_s": best, "tokens_per_s": {k: batch * seq / v for k, v in best.items()}, "counts": counts,
             "n_active_matmul": counts["active"] - counts["embedding"], **extra}
@@ -122,6 +136,10 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default=None)
     p.add_argument("--no-reference", action="store_true", help="time the fast path only")
     p.add_argument("--compile", action="store_true", help="also time torch.compile(model) on the fast path")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="then profile this many fast-path steps (torch.profiler) and print the top operators")
+    p.add_argument("--no-deterministic", action="store_true",
+                   help="do not ask torch for deterministic kernels (the course asks; on CUDA some are slower)")
     a = p.parse_args(argv)
     device = get_device(a.device)
     cfg = getattr(ModelConfig, a.preset)()
@@ -131,7 +149,10 @@ def main(argv=None) -> dict:
     probe = probe_bf16(device) if device.type == "cpu" else None
     peak = matmul_peak(device, a.matmul_n, dtype)
     paths = (True,) if a.no_reference else (True, False)
-    r = train_throughput(cfg, a.batch, a.seq, a.steps, a.warmup, device, a.rounds, paths, a.compile)
+    if a.profile < 0:
+        p.error(f"--profile must be ≥ 0 steps, got {a.profile}")
+    r = train_throughput(cfg, a.batch, a.seq, a.steps, a.warmup, device, a.rounds, paths, a.compile, a.profile,
+                         not a.no_deterministic)
     names = {True: "fast path", False: "reference path", "compiled": "fast path + torch.compile"}
     tps = r["tokens_per_s"]
     rows = [
@@ -139,6 +160,7 @@ def main(argv=None) -> dict:
         ("model", f"ModelConfig.{a.preset}(): {r['counts']['total']:,} params, {r['counts']['active']:,} active"),
         ("N_active (matmul weights)", f"{r['n_active_matmul']:,}"),
         ("batch × seq", f"{a.batch} × {a.seq} = {a.batch * a.seq:,} tokens/step"),
+        ("deterministic kernels requested", "no" if a.no_deterministic else "yes"),
         ("compute dtype", f"{str(dtype).replace('torch.', '')}" + (
             f" (bf16/fp32 matmul time {probe['ratio']:.2f}× in the probe)" if probe else " (autocast)")),
         (f"matmul peak ({str(dtype).replace('torch.', '')} {a.matmul_n}³)", f"{peak / 1e9:.1f} GFLOP/s"),
@@ -157,6 +179,8 @@ def main(argv=None) -> dict:
     print(f"| {'quantity'.ljust(w)} | value |\n|{'-' * (w + 2)}|-------|")
     for k, v in rows:
         print(f"| {k.ljust(w)} | {v} |")
+    if "profile" in r:
+        print(f"\ntorch.profiler, {a.profile} fast-path step(s):\n{r['profile']}")
     fast = tps[True]
     return {"tokens_per_s": fast, "reference_tokens_per_s": tps.get(False), "peak_flops": peak,
             "mfu": 6 * r["n_active_matmul"] * fast / peak, "dtype": str(dtype), **r}
