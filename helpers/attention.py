@@ -27,8 +27,9 @@ d_h^R + d_v) elements per token per layer, as an MHA cache would — the baselin
 Two ways to compute the same numbers:
 - naive: materialise k^C, v^C for every head from the latent, then ordinary attention;
 - absorbed: q^C·k^C = q^C·(W^UK_i c) = (W^UK_iᵀ q^C)·c, so fold W^UK into the query and attend over the
-  latent c^KV directly; and Σ_j p_j W^UV_i c_j = W^UV_i Σ_j p_j c_j, so fold W^UV after the attention
-  sum. This works only because the RoPE part is decoupled: RoPE applied to k^C would put a
+  latent c^KV directly; and Σ_j p_j W^UV_i c_j = W^UV_i Σ_j p_j c_j, so apply W^UV once to the weighted sum
+  of latents (what this module does), or fold it further into the output projection, W^O_i W^UV_i (one matrix
+  per head, an option a deployment can take). This works only because the RoPE part is decoupled: RoPE applied to k^C would put a
   position-dependent rotation between W^UQ and W^UK and nothing fixed could be folded.
 
 Training-time attention (the naive MLA path and MHA/GQA) goes through :func:`attend`: PyTorch's fused
@@ -154,7 +155,8 @@ class MLA(_Cached):
     """Multi-head Latent Attention with query compression, joint KV compression and a decoupled RoPE key.
 
     ``attn_impl`` is "naive" (materialise per-head K and V from the latent) or "absorb" (attend over the
-    latent cache with W^UK folded into the query and W^UV folded into the output). Both compute the same
+    latent cache with W^UK folded into the query and W^UV applied to the weighted sum of latents, before the
+    output projection W^O). Both compute the same
     function; the cache (when set up) always holds the latent c^KV and k^R.
     """
 

@@ -8,7 +8,7 @@ z_j = x_{2j} + i·x_{2j+1}. Position m rotates pair j by the angle m·θ_j with
     RoPE(x, m)_j = z_j · e^{i·m·θ_j}.
 
 Because a rotation preserves dot products, ⟨R_m q, R_n k⟩ = Re Σ_j q_j · conj(k_j) · e^{i(m−n)θ_j}
-depends on the positions only through the offset m − n (the relative-position property, §2.1.2 of the
+depends on the positions only through the offset m − n (the relative-position property; §2.1.1 of the
 report uses RoPE on the decoupled key/query parts of MLA).
 
 Why plain RoPE breaks past the trained length, and what YaRN does (§4.3)
