@@ -29,7 +29,7 @@ import torch
 
 from .arithmetic import check_answer
 from .fim import fim_prompt_ids
-from .posttraining import chat_generate
+from .posttraining import chat_generate, length_batches
 from .pretraining import arithmetic_accuracy
 from .tasks import passkey_document
 
@@ -256,29 +256,20 @@ def code_items(model, tok, examples, *, mode: str = "fim", temperature: float = 
     per = max(1, batch_size // samples)
     texts: list[list[str]] = [[] for _ in examples]
     stopped: list[list[bool]] = [[] for _ in examples]
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(len(p), []).append(i)
-    for L, idx in sorted(groups.items()):
-        room = min(max_new_tokens, model.cfg.max_seq_len - L)
-        if room < 1:
-            raise ValueError(f"{where}: a prompt of {L} tokens leaves no room in max_seq_len = "
-                             f"{model.cfg.max_seq_len}; use shorter contexts")
-        for s in range(0, len(idx), per):
-            part = idx[s:s + per]
-            x = torch.tensor([prompts[i] for i in part], device=dev).repeat_interleave(samples, 0)
-            with torch.no_grad():
-                y = model.generate(x, room, temperature=temperature, generator=generator, stop_id=tok.eot_id,
-                                   pad_id=tok.eot_id)[:, L:].tolist()
-            for r, row in enumerate(y):
-                i = part[r // samples]
-                end = tok.eot_id in row
-                text = tok.decode(row[:row.index(tok.eot_id)] if end else row)
-                if mode == "l2r":
-                    end = "\n" in text
-                    text = text[:text.index("\n") + 1] if end else text
-                texts[i].append(text)
-                stopped[i].append(end)
+    for L, part, room in length_batches(prompts, per, max_new_tokens, model.cfg.max_seq_len, where):
+        x = torch.tensor([prompts[i] for i in part], device=dev).repeat_interleave(samples, 0)
+        with torch.no_grad():
+            y = model.generate(x, room, temperature=temperature, generator=generator, stop_id=tok.eot_id,
+                               pad_id=tok.eot_id)[:, L:].tolist()
+        for r, row in enumerate(y):
+            i = part[r // samples]
+            end = tok.eot_id in row
+            text = tok.decode(row[:row.index(tok.eot_id)] if end else row)
+            if mode == "l2r":
+                end = "\n" in text
+                text = text[:text.index("\n") + 1] if end else text
+            texts[i].append(text)
+            stopped[i].append(end)
     scores = [sum(e and t == m for t, e in zip(ts, es)) / samples
               for ts, es, (_, m, _) in zip(texts, stopped, examples)]
     sim = [sum(edit_similarity(t, m) for t in ts) / samples for ts, (_, m, _) in zip(texts, examples)]

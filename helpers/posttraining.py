@@ -118,6 +118,19 @@ def _by_prompt_length(prompts: list[list[int]]) -> dict[int, list[int]]:
     return dict(sorted(groups.items()))
 
 
+def length_batches(prompts: list[list[int]], per: int, max_new_tokens: int, max_seq_len: int, where: str):
+    """Yield (n, part, room) for batched generation without padding: ``part`` is up to ``per`` indices of prompts
+    of one length n (shortest first), ``room`` = min(max_new_tokens, max_seq_len − n) the tokens they may add.
+    ValueError (prefixed by ``where``) when a prompt leaves no room in ``max_seq_len``."""
+    for n, idx in _by_prompt_length(prompts).items():
+        room = min(max_new_tokens, max_seq_len - n)
+        if room < 1:
+            raise ValueError(f"{where}: a prompt of {n} tokens leaves no room in max_seq_len = {max_seq_len}; "
+                             "use shorter prompts")
+        for s in range(0, len(idx), per):
+            yield n, idx[s:s + per], room
+
+
 def chat_generate(model, tok, problems, max_new_tokens: int = 64, temperature: float = 0.0, samples: int = 1,
                   generator: torch.Generator | None = None, batch_size: int = 128) -> list[list[str]]:
     """Replies of ``model`` to each problem through the chat template (``samples`` per problem; greedy when
@@ -137,17 +150,11 @@ def generate_replies(model, tok, prompts: list[list[int]], max_new_tokens: int =
     out: list[list[str]] = [[] for _ in prompts]
     dev = next(model.parameters()).device
     per = max(1, batch_size // samples)
-    for n, idx in _by_prompt_length(prompts).items():
-        room = min(max_new_tokens, model.cfg.max_seq_len - n)
-        if room < 1:
-            raise ValueError(f"generate_replies: a prompt of {n} tokens leaves no room in max_seq_len = "
-                             f"{model.cfg.max_seq_len}")
-        for s in range(0, len(idx), per):
-            part = idx[s:s + per]
-            x = torch.tensor([prompts[i] for i in part], device=dev).repeat_interleave(samples, 0)
-            c = sample_completions(model, x, room, stop, tok.eot_id, temperature, generator)
-            for j, i in enumerate(part):
-                out[i] = [completion_text(tok, row) for row in c[j * samples:(j + 1) * samples].tolist()]
+    for _, part, room in length_batches(prompts, per, max_new_tokens, model.cfg.max_seq_len, "generate_replies"):
+        x = torch.tensor([prompts[i] for i in part], device=dev).repeat_interleave(samples, 0)
+        c = sample_completions(model, x, room, stop, tok.eot_id, temperature, generator)
+        for j, i in enumerate(part):
+            out[i] = [completion_text(tok, row) for row in c[j * samples:(j + 1) * samples].tolist()]
     return out
 
 

@@ -1,4 +1,5 @@
 """helpers.posttraining: the SFT data, the chat prompt, the graded chat test, the user-turn probability."""
+import pytest
 import torch
 
 from helpers import posttraining as PT
@@ -213,3 +214,15 @@ def test_rejection_sample_keeps_nothing_from_a_policy_that_is_never_right():
 def test_bare_share():
     assert PT.bare_share([" #### 3", " 1 + 2 = 3 #### 3", "#### 4", " 2 * 2 = 4 #### 4"]) == 0.5
     assert PT.bare_share([]) == 0
+
+
+def test_length_batches_cover_every_prompt_once_in_equal_length_batches():
+    from helpers.posttraining import length_batches
+    prompts = [[1] * n for n in (3, 5, 3, 3, 7, 5, 3)]
+    out = list(length_batches(prompts, 2, 10, 12, "here"))
+    assert sorted(i for _, part, _ in out for i in part) == list(range(len(prompts)))
+    for n, part, room in out:
+        assert 1 <= len(part) <= 2 and {len(prompts[i]) for i in part} == {n} and room == min(10, 12 - n)
+    assert [n for n, _, _ in out] == sorted(n for n, _, _ in out)              # shortest first
+    with pytest.raises(ValueError, match="here: a prompt of 12 tokens leaves no room"):
+        list(length_batches([[1] * 12], 2, 10, 12, "here"))
