@@ -54,6 +54,7 @@ __all__ = [
     "H800_HBM_BYTES_PER_S", "REPORT_KV_BYTES_PER_TOKEN", "MODES", "matmul_intensity", "block_ops", "roofline",
     "ridge_point", "measure_bandwidth", "time_linear", "decode_mode", "generate", "decode_step_seconds",
     "prefill_seconds", "cache_bytes_per_token", "users_per_budget", "tokens_per_expert_for", "greedy_match",
+    "decode_attention_cost",
 ]
 
 H800_HBM_BYTES_PER_S = 3.35e12   # HBM3 bandwidth of the H800 SXM (= H100 SXM5 datasheet, 3.35 TB/s)
@@ -152,6 +153,46 @@ def block_ops(cfg: ModelConfig, n_tokens: int, context: int, bytes_per_element: 
     nbytes = b * (touched * 3 * d * f + n * cfg.n_activated_experts * (2 * d + 3 * f))
     ops.append({"name": "routed experts", "flops": flops, "bytes": nbytes, "intensity": flops / nbytes})
     return ops
+
+
+def decode_attention_cost(cfg: ModelConfig, context: int, path: str = "absorbed",
+                          bytes_per_element: float = 2) -> dict:
+    """FLOPs and bytes of MLA's attention for ONE new token against ``context`` cached positions (one layer, one user).
+
+    Only the work that depends on the context (plus the up-projection weights the path reads) is counted: the
+    projections of the new token itself (W^DQ, W^UQ, W^DKV, W^O) cost the same on every path. With
+    s = ``context``, h = n_h, d_n = d_h (no-RoPE part), d_r = d_h^R, d_v, d_c:
+
+    - "naive" (latent cache, K and V re-expanded every step): W^UK, W^UV on all s latents,
+      2·s·d_c·h·(d_n + d_v) FLOPs, then attention 2·h·s·(d_n + d_r) + 2·h·s·d_v; bytes: the latent cache
+      s·(d_c + d_r), the weights d_c·h·(d_n + d_v), the expanded K and V written and read again 2·s·h·(d_n + d_v).
+    - "absorbed" (W^UK folded into the query, W^UV applied after the weighted sum): 2·h·d_n·d_c + 2·h·s·(2·d_c + d_r)
+      + 2·h·d_c·d_v FLOPs; bytes: the latent cache and the same weights (no per-head K or V ever exists).
+    - "expanded" (a per-head K and V cache, MHA-sized): 2·h·s·(d_n + d_r + d_v) FLOPs; bytes: the cache
+      s·h·(d_n + d_r + d_v).
+
+    Returns {"flops", "bytes", "intensity"} (bytes at ``bytes_per_element``). The naive path's extra FLOPs grow
+    like s·d_c·h·(d_n + d_v): per cached token it redoes what the absorbed path folded into one query.
+    """
+    where = "decode_attention_cost"
+    s = _count("context", context, where)
+    b = _pos("bytes_per_element", bytes_per_element, where)
+    if cfg.attn != "mla":
+        raise ValueError(f"{where}: needs an MLA config (attn='mla'), got attn={cfg.attn!r}")
+    h, dn, dr, dv, dc = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+    latent, weights = s * (dc + dr), dc * h * (dn + dv)
+    if path == "naive":
+        flops = 2.0 * s * dc * h * (dn + dv) + 2.0 * h * s * (dn + dr + dv)
+        nbytes = b * (latent + weights + 2 * s * h * (dn + dv))
+    elif path == "absorbed":
+        flops = 2.0 * h * dn * dc + 2.0 * h * s * (2 * dc + dr) + 2.0 * h * dc * dv
+        nbytes = b * (latent + weights)
+    elif path == "expanded":
+        flops = 2.0 * h * s * (dn + dr + dv)
+        nbytes = b * s * h * (dn + dr + dv)
+    else:
+        raise ValueError(f"{where}: path must be 'naive', 'absorbed' or 'expanded', got {path!r}")
+    return {"flops": flops, "bytes": nbytes, "intensity": flops / nbytes}
 
 
 def _per_head(n: int, h: int, k: int, m: int, b: float) -> dict:

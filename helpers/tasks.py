@@ -13,6 +13,10 @@ count only the positions that need the mechanism. Tokens are drawn from a small 
   each query q is one of the keys and its answer a the value stored with it. The model must keep every pair in its
   attention state (the KV cache) until the queries come: the rank d_c of MLA's latent, or the number of KV heads,
   is what limits how many pairs survive.
+- :func:`pair_recall`: associative recall with each pair in one token: ``(k_1,v_1) … (k_P,v_P)  q_1 … q_P``; the
+  answer to query q is the value stored with key q. One attention layer solves it (no induction step is needed),
+  so a one-block model learns it in a few hundred steps; every position's cache entry must carry its key (to be
+  found) and its value (to be read): the cleanest probe of how much a rank-d_c latent (or n_g KV heads) can hold.
 - :func:`copy_task`: ``s_1 … s_L  SEP  s_1 … s_L``; predict the second copy. Solved by an induction head that
   attends to "the token after the previous occurrence of my predecessor" at offset L + 1: a test of what RoPE
   does at offsets (and absolute positions) never seen in training.
@@ -27,7 +31,8 @@ import random
 
 import torch
 
-__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "copy_task", "task_batches", "masked_accuracy",
+__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "pair_recall", "pair_recall_vocab", "copy_task",
+           "task_batches", "masked_accuracy", "train_on_task",
            "PASSKEY_FILLER", "passkey_document"]
 
 IGNORE = -1
@@ -67,6 +72,40 @@ def associative_recall(n: int, n_pairs: int, n_queries: int, n_keys: int = 32, n
     y = torch.full_like(x, IGNORE)
     start = 2 * n_pairs
     y[:, start::2] = a                                   # at query position, predict its value
+    return x, y
+
+
+def pair_recall_vocab(n_keys: int, n_values: int) -> int:
+    """Vocabulary of :func:`pair_recall`: SEP, the n_keys·n_values pair tokens, the n_keys query tokens, the n_values answers."""
+    return 1 + n_keys * n_values + n_keys + n_values
+
+
+def pair_recall(n: int, n_pairs: int, n_keys: int = 32, n_values: int = 32,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Associative recall with a pair per token: ``(k_1,v_1) … (k_P,v_P)  q_1 … q_P``, T = 2P.
+
+    Token ids (vocabulary :func:`pair_recall_vocab`): the pair (k, v) is ``1 + k·n_values + v``; the query for
+    key k is ``1 + n_keys·n_values + k``; the answer v is ``1 + n_keys·n_values + n_keys + v``. The P keys of a row
+    are distinct and every one is queried once, in random order. Graded positions: each query, whose target is
+    the answer token (a value the query token itself says nothing about); chance accuracy is 1 / n_values.
+
+    To answer, attention from the query must find the pair token with the same key (a match of keys) and copy
+    its value out (through the values): a key/value cache that cannot keep P keys and their values apart fails.
+    """
+    for name, v in (("n", n), ("n_pairs", n_pairs), ("n_keys", n_keys), ("n_values", n_values)):
+        _check_count(name, v)
+    if n_pairs > n_keys:
+        raise ValueError(f"n_pairs = {n_pairs} distinct keys need n_keys ≥ {n_pairs}, got n_keys = {n_keys}")
+    g = generator or torch.Generator().manual_seed(0)
+    keys = torch.rand(n, n_keys, generator=g).argsort(dim=1)[:, :n_pairs]
+    values = torch.randint(0, n_values, (n, n_pairs), generator=g)
+    order = torch.rand(n, n_pairs, generator=g).argsort(dim=1)
+    asked = keys.gather(1, order)
+    pair_tok = 1 + keys * n_values + values
+    query_tok = 1 + n_keys * n_values + asked
+    x = torch.cat([pair_tok, query_tok], dim=1)
+    y = torch.full_like(x, IGNORE)
+    y[:, n_pairs:] = 1 + n_keys * n_values + n_keys + values.gather(1, order)
     return x, y
 
 
@@ -154,3 +193,52 @@ def passkey_document(tok, n_tokens: int, rng: random.Random, depth: float | None
     cut = min(starts, key=lambda i: abs(i - cut))
     prompt = intro + filler[:cut] + needle + filler[cut:] + question
     return prompt, answer
+
+
+def train_on_task(model, get_batch, steps: int, *, lr: float = 3e-3, warmup_steps: int = 30, eval_every: int = 100,
+                  eval_rows: int = 256, seed: int = 0, schedule: str = "constant", show_progress: bool = False) -> list[dict]:
+    """Train ``model`` on a task's ``get_batch`` (:func:`task_batches`) and grade it along the way.
+
+    AdamW through :func:`helpers.train.train`, linear warm-up then a constant learning rate by default (so the first
+    k steps of a long run are exactly a k-step run: a shipped curve can be checked by rerunning its start), no weight
+    decay (fresh task rows every step: nothing to overfit). Every ``eval_every`` steps (and at the end) the model
+    is graded on ``eval_rows`` fixed validation rows drawn once from ``get_batch("val")`` before training:
+    returns ``[{"step", "acc", "loss"}]`` with the masked accuracy and the cross-entropy over graded positions.
+    Deterministic for a given seed, thread count and CPU kernel set.
+    """
+    from helpers.train import TrainConfig, train        # late import: helpers.train does not need the tasks
+
+    _check_count("steps", steps)
+    _check_count("eval_every", eval_every)
+    _check_count("eval_rows", eval_rows)
+    device = next(model.parameters()).device
+    xs, ys = [], []
+    while sum(len(x) for x in xs) < eval_rows:
+        x, y = get_batch("val")
+        xs.append(x), ys.append(y)
+    xv, yv = torch.cat(xs)[:eval_rows].to(device), torch.cat(ys)[:eval_rows].to(device)
+    records: list[dict] = []
+
+    @torch.no_grad()
+    def grade(step: int) -> None:
+        was = model.training
+        model.eval()
+        logits = model(xv)["logits"].float()
+        graded = yv != IGNORE
+        loss = torch.nn.functional.cross_entropy(logits[graded], yv[graded]).item()
+        records.append({"step": step, "acc": masked_accuracy(logits, yv), "loss": loss})
+        model.train(was)
+
+    def batches(split="train"):
+        x, y = get_batch(split)
+        return x.to(device), y.to(device)
+
+    def callback(done: int, _history) -> None:          # train() passes the number of steps done
+        if done % eval_every == 0 and done < steps:
+            grade(done)
+
+    cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(warmup_steps, steps - 1), eval_every=0,
+                      weight_decay=0.0, seed=seed, schedule=schedule)
+    train(model, batches, cfg, val_data=[(xv[:8], yv[:8])], show_progress=show_progress, callback=callback)
+    grade(steps)
+    return records

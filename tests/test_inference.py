@@ -282,3 +282,44 @@ def test_greedy_match_allows_only_near_ties():
     assert I.greedy_match(m, a, b, 6) == bool(top[0] - top[1] < 1e-3)
     assert I.greedy_match(m, a, b, 6, tol=float("inf"))
     assert not I.greedy_match(m, a, a[:, :-1], 6)
+
+
+@pytest.mark.parametrize("impl,path", [("naive", "naive"), ("absorb", "absorbed")])
+def test_decode_attention_cost_slope_matches_counted_flops(impl, path):
+    """The FLOPs one decode step adds per cached position, counted by torch's FlopCounterMode on a real MLA layer at
+    two context lengths, equal the formula's slope (the context-independent projections cancel in the difference)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from helpers.attention import MLA
+    from helpers.rope import precompute_freqs_cis
+
+    cfg = ModelConfig.cpu(attn_impl=impl, max_seq_len=64)
+    torch.manual_seed(0)
+    layer = MLA(cfg).eval()
+    freqs = precompute_freqs_cis(cfg.qk_rope_head_dim, 64)
+
+    def counted(s):
+        layer.setup_cache(1, 64)
+        with torch.no_grad():
+            layer(torch.randn(1, s, cfg.dim), freqs[:s], 0)          # prefill s − 1 … fill the cache
+            with FlopCounterMode(display=False) as fc:
+                layer(torch.randn(1, 1, cfg.dim), freqs[s:s + 1], s)  # one new token against s + 1 positions
+        return fc.get_total_flops()
+
+    slope = counted(40) - counted(20)
+    formula = I.decode_attention_cost(cfg, 41, path)["flops"] - I.decode_attention_cost(cfg, 21, path)["flops"]
+    assert slope == formula
+
+
+def test_decode_attention_cost_v3_absorbed_is_cheaper_and_errors():
+    v3 = deepseek_v3_config()
+    naive, absorbed, expanded = (I.decode_attention_cost(v3, 4096, p) for p in ("naive", "absorbed", "expanded"))
+    assert naive["flops"] > 50 * absorbed["flops"]
+    assert absorbed["bytes"] - 2 * 512 * 128 * 256 == 2 * 4096 * (512 + 64)      # cache + W^UK, W^UV in BF16
+    assert expanded["bytes"] / absorbed["bytes"] > 8
+    assert I.decode_attention_cost(v3, 1, "expanded")["bytes"] == 2 * 128 * (128 + 64 + 128)
+    with pytest.raises(ValueError, match="path must be"):
+        I.decode_attention_cost(v3, 8, "fast")
+    with pytest.raises(ValueError, match="MLA config"):
+        I.decode_attention_cost(ModelConfig.dense_tiny(), 8)
+    with pytest.raises(ValueError, match="context"):
+        I.decode_attention_cost(v3, 0)
