@@ -9,8 +9,21 @@ autograd saves passes through the pack hook. Storages are counted once (several 
 tensor) and parameters are counted apart (they live in memory anyway).
 
 Recomputation (activation checkpointing) keeps only a module's input and recomputes its forward during
-backward: fewer saved bytes for one more forward's worth of compute. The report recomputes all RMSNorm
-operations and MLA up-projections in backward, and caches the SwiGLU input of MoE in FP8.
+backward: fewer saved bytes for one more forward's worth of compute. :class:`Recompute` does it for a whole
+module (``torch.utils.checkpoint``). The report is selective (§3.2.3): it recomputes all RMSNorm operations
+and the MLA up-projections in backward, and caches the SwiGLU input of MoE in FP8.
+
+Selective recomputation (:class:`SelectiveRecompute`, :class:`SelectiveBlock`). Recomputing a piece y = f(x)
+must remove two kinds of stored tensors: the piece's *own* saved tensors (RMSNorm's normalised x before the
+gain, its 1/RMS) and its *output* y, which the next op saves (a linear layer saves its input; attention saves
+q, k, v). Checkpointing f alone removes only the first kind. So a piece here is an autograd Function that
+runs f without a graph and keeps only x; and while the forward runs, a saved-tensor pack hook replaces every
+tensor a later op saves that *is* y (or a view of it) by a recipe — "recompute piece p, take output i, view
+it this way". In backward the first recipe unpacked re-runs f (with a graph, kept for the piece's own backward,
+so each piece is recomputed once), later ones reuse it. What stays stored per MLA block: the block input, the
+latents c^Q and [c^KV; k^R] before their norms, what attention keeps besides q, k, v (here the written-out
+softmax probabilities; a fused kernel keeps its output and a log-sum-exp instead), the attention output (input
+of W^O), the residual after attention, and what the FFN keeps.
 """
 from __future__ import annotations
 
@@ -21,8 +34,16 @@ from collections import Counter
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["SavedTensors", "saved_bytes", "Recompute", "time_forward_backward", "H800_BYTES", "STATE_BYTES",
+from .attention import MLA, attend
+from .rope import apply_rotary_emb
+from .runtime import use_fast_path
+
+__all__ = ["SavedTensors", "saved_bytes", "Recompute", "SelectiveRecompute", "SelectiveBlock", "selective_block_forward",
+           "use_recomputation", "time_forward_backward", "H800_BYTES", "STATE_BYTES",
            "training_state_bytes_measured", "stage_layout", "activation_items", "memory_budget", "BUDGET_ASSUMPTIONS"]
+
+
+_COUNTERS: list = []          # active SavedTensors blocks, innermost last (SelectiveRecompute counts through them)
 
 
 class SavedTensors:
@@ -44,12 +65,19 @@ class SavedTensors:
         self._held.append(t)
         return t
 
+    def keep(self, t: torch.Tensor) -> torch.Tensor:
+        """Count ``t`` as kept for backward (what this block's pack hook does); returns ``t``. For a pack hook of
+        your own inside the block (an inner hook replaces this one): hand it the tensors your hook keeps."""
+        return self._pack(t)
+
     def __enter__(self):
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
         self._ctx.__enter__()
+        _COUNTERS.append(self)
         return self
 
     def __exit__(self, *exc):
+        _COUNTERS.remove(self)
         self._ctx.__exit__(*exc)
         seen = set()
         for t in self._held:
@@ -102,6 +130,210 @@ class Recompute(torch.nn.Module):
         if not torch.is_grad_enabled():
             return self.module(*args, **kwargs)
         return checkpoint(self.module, *args, use_reentrant=False, **kwargs)
+
+
+# ---- selective recomputation (§3.2.3): pieces whose internals and outputs are not stored -------------------
+
+class _Piece:
+    """One recomputed piece: f, its parameters, and (in backward) the recomputed inputs/outputs with their graph."""
+    __slots__ = ("fn", "params", "n_inputs", "single", "recomputed")
+
+    def __init__(self, fn, params, n_inputs):
+        self.fn, self.params, self.n_inputs, self.single, self.recomputed = fn, params, n_inputs, True, None
+
+    def recompute(self, node):
+        """Run f again from the inputs the node kept, with a graph; cached until the piece's own backward."""
+        if self.recomputed is None:
+            inputs = node.saved_tensors
+            with torch.enable_grad():
+                xs = [x.detach().requires_grad_(x.requires_grad) for x in inputs]
+                outs = self.fn(*xs)
+            self.recomputed = (xs, (outs,) if isinstance(outs, torch.Tensor) else tuple(outs))
+        return self.recomputed
+
+
+class _PieceFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, piece, *args):
+        inputs = args[:piece.n_inputs]
+        outs = piece.fn(*inputs)                       # autograd records nothing inside a Function's forward
+        piece.single = isinstance(outs, torch.Tensor)
+        outs = (outs,) if piece.single else tuple(outs)
+        for i, o in enumerate(outs):
+            if not (isinstance(o, torch.Tensor) and o.is_contiguous() and o.storage_offset() == 0
+                    and o.untyped_storage().nbytes() == o.numel() * o.element_size()):
+                raise ValueError(f"SelectiveRecompute: output {i} of a piece must be a fresh contiguous tensor (not a "
+                                 "view or a slice); return t.contiguous(), or return the whole tensor and slice it "
+                                 "outside the piece")
+        ctx.piece = piece
+        ctx.save_for_backward(*inputs)                 # the only tensors the piece keeps (through the pack hooks)
+        return outs[0] if piece.single else outs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        piece = ctx.piece
+        xs, outs = piece.recompute(ctx)
+        piece.recomputed = None                        # free the recomputed graph after this backward
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None and o.requires_grad]
+        wrt = [x for x in xs if x.requires_grad] + [p for p in piece.params if p.requires_grad]
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True)
+                   if pairs and wrt else [None] * len(wrt))
+        gx = [next(got) if x.requires_grad else None for x in xs]
+        gp = [next(got) if p.requires_grad else None for p in piece.params]
+        return (None, *gx, *gp)
+
+
+class _Recipe:
+    """What a later op keeps instead of a piece's output: the piece's node, the output index and the view."""
+    __slots__ = ("node", "index", "size", "stride", "offset", "dtype")
+
+    def __init__(self, node, index, t):
+        self.node, self.index = node, index
+        self.size, self.stride, self.offset, self.dtype = t.size(), t.stride(), t.storage_offset(), t.dtype
+
+    def materialize(self) -> torch.Tensor:
+        _, outs = self.node.piece.recompute(self.node)
+        y = outs[self.index].detach()
+        if y.dtype != self.dtype:
+            y = y.view(self.dtype)
+        return y.as_strided(self.size, self.stride, self.offset)
+
+
+class SelectiveRecompute:
+    """Recompute chosen pieces of a forward pass in backward, storing neither their internals nor their outputs.
+
+        with SelectiveRecompute() as sr:
+            n = sr(block.attn_norm, x)                 # RMSNorm: only x is kept
+            q = sr(up_q, c_q, params=[...])            # any function of tensors; its parameters listed
+            ...                                        # later ops that save n or q (or views) keep a recipe
+
+    ``sr(fn, *inputs, params=None)``: ``fn`` an ``nn.Module`` (its parameters are used) or a function of the
+    tensor ``inputs`` (then ``params`` lists every parameter it reads; a missing one would get no gradient).
+    Outputs must be fresh contiguous tensors (one, or a tuple). Inside a :class:`SavedTensors` block the kept
+    tensors are counted there; recipes count as nothing (``n_recipes`` counts them). Gradients equal those of
+    the plain forward: the pieces are recomputed from the same inputs with the same weights.
+    """
+
+    def __init__(self):
+        self._ctx = None
+        self.n_pieces = self.n_recipes = 0
+
+    def __call__(self, fn, *inputs, params=None):
+        if self._ctx is None:
+            raise RuntimeError("SelectiveRecompute: call pieces inside `with SelectiveRecompute() as sr:`")
+        if params is None:
+            if not isinstance(fn, torch.nn.Module):
+                raise TypeError("SelectiveRecompute: a plain function needs params=[...] (every parameter it reads), "
+                                "or pass an nn.Module")
+            params = list(fn.parameters())
+        params = list(params)
+        if not all(isinstance(x, torch.Tensor) for x in inputs):
+            raise TypeError("SelectiveRecompute: inputs must be tensors; capture constants (e.g. a RoPE table) in fn")
+        if not torch.is_grad_enabled():
+            return fn(*inputs)
+        self.n_pieces += 1
+        return _PieceFunction.apply(_Piece(fn, params, len(inputs)), *inputs, *params)
+
+    def _pack(self, t):
+        base = t if t._base is None else t._base
+        node = base.grad_fn
+        if node is not None and isinstance(getattr(node, "piece", None), _Piece):
+            self.n_recipes += 1
+            return _Recipe(node, base.output_nr, t)
+        return _COUNTERS[-1].keep(t) if _COUNTERS else t
+
+    @staticmethod
+    def _unpack(obj):
+        return obj.materialize() if isinstance(obj, _Recipe) else obj
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        self._ctx = None
+        return False
+
+
+def _mla_q(attn: MLA, c_q: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """Query up-projection: [q^C; RoPE(q^R)] = [W^UQ; W^QR] RMSNorm(c^Q) per head, as [b, n_h, t, d_h + d_h^R]."""
+    b, t, _ = c_q.shape
+    dn, dr = attn.qk_nope_head_dim, attn.qk_rope_head_dim
+    q_nope, q_pe = attn.wq_b(attn.q_norm(c_q)).view(b, t, attn.n_heads, dn + dr).split([dn, dr], dim=-1)
+    return torch.cat([q_nope, apply_rotary_emb(q_pe, freqs_cis)], dim=-1).transpose(1, 2).contiguous()
+
+
+def _mla_kv(attn: MLA, kv_pe: torch.Tensor, freqs_cis: torch.Tensor):
+    """Key/value up-projection from [c^KV (pre-norm); k^R (pre-RoPE)]: k = [W^UK c^KV; RoPE(k^R)], v = W^UV c^KV
+    with c^KV normalised, as [b, n_h, t, ·] (the layout attention multiplies in, so it keeps views of them)."""
+    b, t, _ = kv_pe.shape
+    h, dn, dr, dv = attn.n_heads, attn.qk_nope_head_dim, attn.qk_rope_head_dim, attn.v_head_dim
+    kv, k_pe = kv_pe.split([attn.kv_lora_rank, dr], dim=-1)
+    k_nope, v = attn.wkv_b(attn.kv_norm(kv)).view(b, t, h, dn + dv).split([dn, dv], dim=-1)
+    k_pe = apply_rotary_emb(k_pe.unsqueeze(2), freqs_cis).squeeze(2)
+    k = torch.cat([k_nope, k_pe.unsqueeze(2).expand(b, t, h, dr)], dim=-1)
+    return k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+
+
+def selective_block_forward(block, x: torch.Tensor, freqs_cis: torch.Tensor, sr: SelectiveRecompute) -> torch.Tensor:
+    """``block(x, freqs_cis)`` (a course-model Block with MLA, query compression on, no cache) with its two
+    RMSNorms and the MLA up-projections (q_norm + W^UQ;W^QR + RoPE, kv_norm + W^UK;W^UV + RoPE of k^R) as
+    pieces of ``sr``: the same function, computed with the same weights; only what is kept differs.
+
+    Attention is the written-out formula of :func:`helpers.attention.attend` (its reference path) on q, k, v in
+    [b, n_h, t, ·] layout, so what it keeps are views of the pieces' outputs, which the recipes replace. (A fused
+    kernel such as ``scaled_dot_product_attention`` keeps copies of its own, e.g. pre-scaled q and k.)"""
+    a = block.attn
+    if not isinstance(a, MLA) or a.q_lora_rank == 0:
+        raise ValueError("selective_block_forward needs a block with MLA and query compression (q_lora_rank > 0)")
+    if a.kv_cache is not None or a.k_cache is not None:
+        raise ValueError("selective_block_forward is for training: clear the model's cache first (model.clear_cache())")
+    h = sr(block.attn_norm, x)                                         # RMSNorm(x): recomputed
+    c_q, kv_pe = a.wq_a(h), a.wkv_a(h)                                  # the latents: kept
+    q = sr(lambda c: _mla_q(a, c, freqs_cis), c_q, params=[a.q_norm.weight, a.wq_b.weight])
+    k, v = sr(lambda c: _mla_kv(a, c, freqs_cis), kv_pe, params=[a.kv_norm.weight, a.wkv_b.weight])
+    with use_fast_path(False):                                          # written out: it keeps q, k, v as views
+        o = attend(q, k, v, a.softmax_scale, causal=True)               # [b, n_h, t, d_v]
+    u = x + a.wo(o.transpose(1, 2).flatten(2))
+    return u + block.ffn(sr(block.ffn_norm, u))                         # RMSNorm(u): recomputed
+
+
+class SelectiveBlock(torch.nn.Module):
+    """Wrap a course-model Block so that training forwards recompute its RMSNorms and MLA up-projections in
+    backward (:func:`selective_block_forward`); without grad, or with a cache, it is the plain block."""
+
+    def __init__(self, block: torch.nn.Module):
+        super().__init__()
+        a = getattr(block, "attn", None)
+        if not isinstance(a, MLA) or a.q_lora_rank == 0:
+            raise TypeError("SelectiveBlock wraps a course-model Block with MLA and q_lora_rank > 0, got "
+                            f"{type(block).__name__}" + (f" with {type(a).__name__}" if a is not None else ""))
+        self.block = block
+
+    def forward(self, x, freqs_cis, start_pos: int = 0):
+        a = self.block.attn
+        if not torch.is_grad_enabled() or start_pos != 0 or a.kv_cache is not None or a.k_cache is not None:
+            return self.block(x, freqs_cis, start_pos)
+        with SelectiveRecompute() as sr:
+            return selective_block_forward(self.block, x, freqs_cis, sr)
+
+
+def use_recomputation(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """Wrap every Transformer block of a course model (main and MTP) in place: mode "none" (unwrap),
+    "selective" (:class:`SelectiveBlock`) or "block" (:class:`Recompute`, whole-block checkpointing). Returns model."""
+    wrap = {"none": lambda b: b, "selective": SelectiveBlock, "block": Recompute}
+    if mode not in wrap:
+        raise ValueError(f"use_recomputation: mode must be one of {sorted(wrap)}, got {mode!r}")
+
+    def inner(b):
+        return b.block if isinstance(b, SelectiveBlock) else b.module if isinstance(b, Recompute) else b
+    for i, b in enumerate(model.layers):
+        model.layers[i] = wrap[mode](inner(b))
+    for m in model.mtp:
+        m.block = wrap[mode](inner(m.block))
+    return model
 
 
 def time_forward_backward(fn, *inputs, repeats: int = 5, warmup: int = 1) -> float:

@@ -150,3 +150,123 @@ def test_measured_state_bytes_equal_formula():
     n = count_params(cfg)["total"]
     assert r["weights"] == 4 * n and r["grads"] == 4 * n
     assert 8 * n <= r["optimizer"] <= 8 * n + 16 * len(list(m.parameters()))   # m, v (+ step counters if tensors)
+
+
+# ---- selective recomputation (helpers.memory.SelectiveRecompute, SelectiveBlock) ----------------------------
+
+from helpers.memory import (SelectiveBlock, SelectiveRecompute, selective_block_forward,  # noqa: E402
+                            use_recomputation)
+from helpers.norm import RMSNorm  # noqa: E402
+from helpers.runtime import use_fast_path  # noqa: E402
+
+
+def _mla_cfg(**kw):
+    return ModelConfig.cpu(vocab_size=64, dim=32, n_heads=2, q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8,
+                           qk_rope_head_dim=4, v_head_dim=8, inter_dim=48, moe_inter_dim=16, max_seq_len=32, **kw)
+
+
+def test_selective_norm_then_linear_hand_count_and_gradients():
+    # plain: RMSNorm keeps x, 1/RMS [N, 1], x/RMS [N, d]; the linear keeps the norm's output [N, d] → 4(3Nd + N).
+    # selective: the norm keeps only x, and the linear's saved input is a recipe → 4 N d.
+    torch.manual_seed(0)
+    n, d = 10, 16
+    norm, lin = RMSNorm(d), torch.nn.Linear(d, 8, bias=False)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(n, d, requires_grad=True)
+    with SavedTensors([*norm.parameters(), *lin.parameters()]) as s0:
+        y0 = lin(norm(x))
+    with SavedTensors([*norm.parameters(), *lin.parameters()]) as s1, SelectiveRecompute() as sr:
+        y1 = lin(sr(norm, x))
+    assert s0.activation_bytes == 4 * (3 * n * d + n) and s1.activation_bytes == 4 * n * d
+    assert sr.n_pieces == 1 and sr.n_recipes == 1
+    torch.testing.assert_close(y0, y1, rtol=0, atol=0)
+    wrt = [x, norm.weight, lin.weight]
+    g0 = torch.autograd.grad(y0.sin().sum(), wrt)
+    g1 = torch.autograd.grad(y1.sin().sum(), wrt)
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_selective_piece_recomputed_once_and_views_of_outputs():
+    calls = []
+    w = torch.nn.Parameter(torch.randn(6, 6))
+
+    def piece(a):
+        calls.append(1)
+        return (a @ w).contiguous()
+    a = torch.randn(4, 6, requires_grad=True)
+    with SelectiveRecompute() as sr:
+        y = sr(piece, a, params=[w])
+        z = (y.t() * y.t()).sum() + y[:, :3].exp().sum()          # ops keep views of y (transposed, sliced)
+    assert sr.n_recipes >= 2
+    z.backward()
+    assert len(calls) == 2                                        # the forward and one recomputation
+    a2, w2 = a.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    y2 = a2 @ w2
+    ((y2.t() * y2.t()).sum() + y2[:, :3].exp().sum()).backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)
+
+
+@pytest.mark.parametrize("layer", [0, 1])        # dense block, MoE block
+def test_selective_block_same_function_and_gradients_fewer_bytes(layer):
+    torch.manual_seed(0)
+    m = Transformer(_mla_cfg())
+    blk, fr = m.layers[layer], m.freqs_cis("cpu")[:16]
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    with use_fast_path(False):
+        plain, sel, whole = (saved_bytes(mod, x, fr) for mod in (blk, SelectiveBlock(blk), Recompute(blk)))
+        torch.testing.assert_close(plain["output"], sel["output"], rtol=1e-6, atol=1e-6)
+        wrt = [x, *blk.parameters()]     # backward on the same path (checkpoint recomputes the same ops)
+        g = [torch.autograd.grad(r["output"].pow(2).sum(), wrt, allow_unused=True) for r in (plain, sel, whole)]
+    for other in g[1:]:
+        for a, b in zip(g[0], other):
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # q, k, v in float32 alone: N·n_h·(2(d_h + d_h^R) + d_v)·4 bytes are no longer kept
+    qkv = 2 * 16 * 2 * (2 * 12 + 8) * 4
+    assert plain["activation_bytes"] - sel["activation_bytes"] >= qkv
+    assert whole["activation_bytes"] < sel["activation_bytes"]
+
+
+def test_use_recomputation_whole_model_gradients_match():
+    torch.manual_seed(0)
+    base = Transformer(_mla_cfg())
+    x = torch.randint(0, 64, (2, 16))
+    import copy
+    grads, counts = {}, {}
+    for mode in ("none", "selective", "block"):
+        m = use_recomputation(copy.deepcopy(base), mode)
+        with use_fast_path(False):
+            with SavedTensors(m.parameters()) as s:
+                loss = m(x, targets=x)["loss"]
+            loss.backward()
+        grads[mode] = [p.grad for p in m.parameters()]
+        counts[mode] = s.activation_bytes
+    assert counts["block"] < counts["selective"] < counts["none"]
+    for mode in ("selective", "block"):
+        for a, b in zip(grads["none"], grads[mode]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    m = use_recomputation(copy.deepcopy(base), "selective")
+    assert isinstance(m.layers[0], SelectiveBlock) and isinstance(use_recomputation(m, "none").layers[0], type(base.layers[0]))
+    with torch.no_grad():                                            # generation goes through the plain block
+        torch.testing.assert_close(m(x)["logits"], base(x)["logits"])
+
+
+def test_selective_errors():
+    with pytest.raises(RuntimeError, match="inside"):
+        SelectiveRecompute()(torch.nn.Linear(2, 2), torch.randn(1, 2))
+    with SelectiveRecompute() as sr:
+        with pytest.raises(TypeError, match="params"):
+            sr(lambda a: a * 2, torch.randn(2, requires_grad=True))
+        with pytest.raises(ValueError, match="fresh contiguous"):
+            sr(lambda a: (a * 2).t(), torch.randn(2, 3, requires_grad=True), params=[])
+    gqa = Transformer(ModelConfig.dense_tiny(vocab_size=64, dim=32, n_heads=2, inter_dim=64, max_seq_len=32))
+    with pytest.raises(TypeError, match="MLA"):
+        SelectiveBlock(gqa.layers[0])
+    with pytest.raises(ValueError, match="mode"):
+        use_recomputation(gqa, "some")
+    m = Transformer(_mla_cfg())
+    m.setup_cache(1, 8)
+    with pytest.raises(ValueError, match="cache"), SelectiveRecompute() as sr:
+        selective_block_forward(m.layers[0], torch.randn(1, 4, 32), m.freqs_cis("cpu")[:4], sr)
