@@ -21,7 +21,12 @@ Balancing, chosen by ``balance``:
   assignments sent to expert i over the whole batch and P_i the mean softmax router probability;
 - "aux_free+seq_aux": both, as DeepSeek-V3 trains (α tiny);
 - "none": nothing.
-Max violation MaxVio = max_i load_i / mean_i load_i − 1 measures imbalance (0 = perfect).
+Max violation MaxVio = max_i load_i / mean_i load_i − 1 measures imbalance (0 = perfect). Measured over a batch it is
+what the bias and the batch-wise loss control; :func:`seq_max_violation` takes it per sequence (the loads of one
+sequence's T·K_r slots), what the sequence-wise loss controls. Even a router that picks experts uniformly at random has
+MaxVio > 0 from sampling alone (a sequence of 128 tokens with K_r = 2 fills each of 8 experts with
+Binomial(128, 1/4) = 32 ± 4.9 slots, without groups);
+:func:`random_routing_maxvio` simulates that floor, the baseline beside any measured MaxVio.
 
 Expert specialisation (the report's Appendix C, Figure 9): route held-out text of D domains through a trained
 model and count, per MoE layer, the tokens each routed expert receives from each domain (:func:`domain_expert_loads`).
@@ -54,7 +59,8 @@ from .config import BALANCE_MODES, ModelConfig
 from .runtime import fast_path
 
 __all__ = ["MLP", "Gate", "MoE", "route", "bias_update", "max_violation", "expert_load",
-           "seq_balance_loss", "classic_aux_loss", "simulate_bias_balancing", "capacity_drop",
+           "seq_balance_loss", "classic_aux_loss",
+           "seq_max_violation", "random_routing_maxvio", "simulate_bias_balancing", "capacity_drop",
            "moe_param_counts", "fine_grained_split", "domain_expert_loads", "specialisation", "BALANCE_MODES"]
 
 
@@ -142,6 +148,38 @@ def classic_aux_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int
     f = expert_load(indices, n_experts).to(logits.device) / (n * topk)
     p = logits.float().softmax(dim=-1).mean(dim=0)
     return n_experts * (f * p).sum()
+
+
+def seq_max_violation(indices: torch.Tensor, n_experts: int) -> float:
+    """Mean over sequences of each sequence's MaxVio: indices [B, T, K] → (1/B) Σ_b (max_i c_bi / mean_i c_bi − 1),
+    c_bi = #{(t, k): indices[b, t, k] = i} (what the sequence-wise balance loss evens out)."""
+    if indices.dim() != 3:
+        raise ValueError(f"indices must be [batch, tokens, K] (one row per sequence), got shape {tuple(indices.shape)}; "
+                         "reshape the router's [B·T, K] indices with .view(B, T, K)")
+    if n_experts < 1 or indices.numel() == 0 or int(indices.min()) < 0 or int(indices.max()) >= n_experts:
+        raise ValueError(f"indices must be non-empty expert ids in [0, {n_experts})")
+    b = indices.shape[0]
+    flat = indices.reshape(b, -1)
+    counts = torch.zeros(b, n_experts, dtype=torch.float64, device=indices.device).scatter_add_(
+        1, flat, torch.ones(flat.shape, dtype=torch.float64, device=indices.device))
+    return float((counts.max(dim=-1)[0] / counts.mean(dim=-1) - 1).mean())
+
+
+def random_routing_maxvio(n_tokens: int, n_experts: int, topk: int, n_groups: int = 1, topk_groups: int = 1,
+                          trials: int = 200, seed: int = 0) -> dict:
+    """The MaxVio of a router that knows nothing: i.i.d. uniform affinities routed by :func:`route` (same top-K and
+    group limit, no bias), ``n_tokens`` tokens at a time. Every expert then has the same expected load, so what is
+    left is sampling noise: the floor below which no balancing method can push the MaxVio of ``n_tokens`` tokens.
+    Returns {"mean", "std", "trials"} over ``trials`` seeded draws."""
+    if min(n_tokens, trials) < 1:
+        raise ValueError(f"n_tokens and trials must be ≥ 1, got {n_tokens}, {trials}")
+    g = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(trials):
+        _, idx = route(torch.rand(n_tokens, n_experts, generator=g), None, topk, n_groups, topk_groups)
+        vals.append(max_violation(expert_load(idx, n_experts)))
+    v = torch.tensor(vals, dtype=torch.float64)
+    return {"mean": float(v.mean()), "std": float(v.std()) if trials > 1 else 0.0, "trials": trials}
 
 
 # ---- modules --------------------------------------------------------------------------------------

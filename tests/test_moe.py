@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from helpers.model import ModelConfig, Transformer
 from helpers.runtime import use_fast_path
 from helpers.moe import MLP, MoE, bias_update, capacity_drop, classic_aux_loss, expert_load, fine_grained_split, \
-    max_violation, moe_param_counts, route, seq_balance_loss, simulate_bias_balancing
+    max_violation, moe_param_counts, random_routing_maxvio, route, seq_balance_loss, seq_max_violation, \
+    simulate_bias_balancing
 
 
 def route_bruteforce(scores, bias, k, n_groups, topk_groups, scale):
@@ -246,3 +247,35 @@ def test_domain_expert_loads_counts_every_routed_slot():
     assert (loads["a"].sum(-1) == 2 * 16 * cfg.n_activated_experts).all()
     assert torch.equal(loads["b"], loads["a"] + domain_expert_loads(net, {"c": [(x[:1], x[:1])]})["c"])
     assert net.training  # left as it was
+
+
+def test_seq_max_violation_is_the_mean_of_per_sequence_maxvio():
+    g = torch.Generator().manual_seed(1)
+    B, T, N, K = 4, 16, 6, 2
+    _, idx = route(torch.rand(B * T, N, generator=g), None, K)
+    idx = idx.view(B, T, K)
+    per = [max_violation(torch.bincount(idx[b].flatten(), minlength=N).float()) for b in range(B)]
+    assert seq_max_violation(idx, N) == pytest.approx(sum(per) / B, rel=1e-12)
+    # one sequence that spreads evenly, one that sends everything to two experts: (0 + (4 − 1)) / 2
+    even = torch.arange(8).view(1, 4, 2)
+    skew = torch.tensor([0, 1]).repeat(4).view(1, 4, 2)
+    assert seq_max_violation(torch.cat([even, skew]), 8) == pytest.approx(1.5)
+    # a batch can be balanced while its sequences are not: the batch MaxVio is 0 here, per sequence it is 1
+    halves = torch.tensor([[[0, 1]] * 4, [[2, 3]] * 4])
+    assert max_violation(expert_load(halves, 4)) == 0.0 and seq_max_violation(halves, 4) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"\[batch, tokens, K\]"):
+        seq_max_violation(idx.view(-1, K), N)
+    with pytest.raises(ValueError, match="expert ids"):
+        seq_max_violation(idx, 3)
+
+
+def test_random_routing_maxvio_floor():
+    # 2 tokens, 2 experts, top-1: loads (2, 0) or (0, 2) with probability 1/2 (MaxVio 1), else (1, 1) (MaxVio 0)
+    r = random_routing_maxvio(2, 2, 1, trials=4000, seed=0)
+    assert r["mean"] == pytest.approx(0.5, abs=0.03) and r["trials"] == 4000
+    assert random_routing_maxvio(5, 4, 4, trials=3)["mean"] == 0.0          # every token uses every expert
+    small, large = random_routing_maxvio(64, 8, 2, trials=100), random_routing_maxvio(4096, 8, 2, trials=100)
+    assert large["mean"] < small["mean"] / 4                                 # noise falls like 1/√n
+    assert random_routing_maxvio(64, 8, 2, trials=50, seed=3) == random_routing_maxvio(64, 8, 2, trials=50, seed=3)
+    with pytest.raises(ValueError, match="n_tokens and trials"):
+        random_routing_maxvio(0, 8, 2)
