@@ -33,7 +33,7 @@ import torch
 
 __all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "pair_recall", "pair_recall_vocab", "copy_task",
            "task_batches", "masked_accuracy", "train_on_task",
-           "PASSKEY_FILLER", "passkey_document"]
+           "PASSKEY_FILLER", "passkey_document", "composed_experts_task", "composed_experts_batch"]
 
 IGNORE = -1
 SEP = 0              # separator token; content tokens are 1 … n_symbols
@@ -242,3 +242,51 @@ def train_on_task(model, get_batch, steps: int, *, lr: float = 3e-3, warmup_step
     train(model, batches, cfg, val_data=[(xv[:8], yv[:8])], show_progress=show_progress, callback=callback)
     grade(steps)
     return records
+
+
+# ---- a regression task whose knowledge is made of shared pieces (expert granularity, notebook 02.4) ----------
+
+def composed_experts_task(n_classes: int = 64, n_atoms: int = 32, atoms_per_class: int = 4, dim: int = 32,
+                          atom_width: int = 16, seed: int = 0) -> dict:
+    """A teacher whose function is a sum of shared pieces: DeepSeekMoE's fine-grained-expert hypothesis, built in.
+
+    There are ``n_atoms`` random SwiGLU "atoms" f_j(x) = W2_j (SiLU(W1_j x) ⊙ W3_j x) of hidden size ``atom_width``,
+    and ``n_classes`` token classes, each with a centre c_k ∈ R^dim and its own set S_k of ``atoms_per_class``
+    distinct atoms. A sample of class k is x = c_k + ε (ε ~ N(0, I)) with target
+
+        y = Σ_{j ∈ S_k} f_j(x).
+
+    A routed layer whose experts are as small as one atom can represent the teacher exactly by routing class k to
+    the experts of S_k; one with experts ``atoms_per_class`` times larger, top-1, must fit into each expert the
+    different sums of every class it receives. Returns the teacher as tensors: {"centres" [C, dim], "subsets"
+    [C, S] (atom ids), "w1", "w3" [J, width, dim], "w2" [J, dim, width]}; draw samples with
+    :func:`composed_experts_batch`.
+    """
+    for name, v in (("n_classes", n_classes), ("n_atoms", n_atoms), ("atoms_per_class", atoms_per_class),
+                    ("dim", dim), ("atom_width", atom_width)):
+        _check_count(name, v)
+    if atoms_per_class > n_atoms:
+        raise ValueError(f"atoms_per_class = {atoms_per_class} distinct atoms need n_atoms ≥ {atoms_per_class}, "
+                         f"got n_atoms = {n_atoms}")
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g)
+    subsets = torch.rand(n_classes, n_atoms, generator=g).argsort(dim=1)[:, :atoms_per_class]
+    w1 = torch.randn(n_atoms, atom_width, dim, generator=g) / dim ** 0.5
+    w3 = torch.randn(n_atoms, atom_width, dim, generator=g) / dim ** 0.5
+    w2 = torch.randn(n_atoms, dim, atom_width, generator=g) / atom_width ** 0.5
+    return {"centres": centres, "subsets": subsets, "w1": w1, "w3": w3, "w2": w2}
+
+
+def composed_experts_batch(task: dict, n: int, generator: torch.Generator | None = None):
+    """``n`` samples (x [n, dim], y [n, dim], class [n]) of a :func:`composed_experts_task` teacher, classes uniform."""
+    _check_count("n", n)
+    if not isinstance(task, dict) or not {"centres", "subsets", "w1", "w2", "w3"} <= set(task):
+        raise ValueError("task must be the dict returned by composed_experts_task(...)")
+    g = generator or torch.Generator().manual_seed(0)
+    centres, subsets = task["centres"], task["subsets"]
+    k = torch.randint(centres.shape[0], (n,), generator=g)
+    x = centres[k] + torch.randn(n, centres.shape[1], generator=g)
+    hidden = torch.nn.functional.silu(torch.einsum("jwd,nd->njw", task["w1"], x)) * torch.einsum("jwd,nd->njw", task["w3"], x)
+    atoms = torch.einsum("jdw,njw->njd", task["w2"], hidden)                      # every atom's output [n, J, dim]
+    chosen = torch.zeros(n, atoms.shape[1]).scatter_(1, subsets[k], 1.0)         # 1 where the atom is in S_k
+    return x, (atoms * chosen[..., None]).sum(1), k
