@@ -424,22 +424,29 @@ def _fmt(s: dict) -> str:
     return f"{s['mean']:.4f} ± {s['std']:.4f}" if s["std"] is not None else f"{s['mean']:.4f}"
 
 
+def run_arguments(p: argparse.ArgumentParser, defaults: dict, float_keys, out) -> None:
+    """The command-line options shared by the paired-seed training sweeps (this script, scripts/balance_sweep.py):
+    --seeds, the run lengths and evaluation points, the float knobs ``float_keys``, the model overrides of
+    ``defaults["model"]``, --threads, --device, --jobs and --out (default ``out``)."""
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    for k in ("steps", "batch_size", "block_size", "warmup_steps", "eval_every", "eval_batches", "curve_every"):
+        p.add_argument("--" + k.replace("_", "-"), type=int, default=defaults[k])
+    for k in float_keys:
+        p.add_argument("--" + k.replace("_", "-"), type=float, default=defaults[k])
+    for k, v in defaults["model"].items():
+        p.add_argument("--" + k.replace("_", "-"), type=int, default=v, help=f"ModelConfig.cpu({k}=...)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (results are reproducible for a given count)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (a CUDA GPU when present); on CUDA "
+                   "the runs train under bf16 autocast (helpers.runtime.training_autocast)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with --threads "
+                   "threads (every run is seeded on its own, so the numbers do not depend on --jobs)")
+    p.add_argument("--out", default=str(out))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=ARMS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    for k in ("steps", "batch_size", "block_size", "warmup_steps", "eval_every", "eval_batches", "curve_every"):
-        p.add_argument("--" + k.replace("_", "-"), type=int, default=DEFAULTS[k])
-    for k in ("lr", "decay_frac", "gamma", "aux_alpha", "mtp_lambda"):
-        p.add_argument("--" + k.replace("_", "-"), type=float, default=DEFAULTS[k])
-    for k, v in DEFAULTS["model"].items():
-        p.add_argument("--" + k.replace("_", "-"), type=int, default=v, help=f"ModelConfig.cpu({k}=...)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (results are reproducible for a given count)")
-    p.add_argument("--device", default="cpu", help="cpu (default; the shipped short run), cuda, or auto (a CUDA GPU "
-                   "when present); on CUDA the runs train under bf16 autocast (helpers.runtime.training_autocast)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with --threads "
-                   "threads (every run is seeded on its own, so the numbers do not depend on --jobs)")
-    p.add_argument("--out", default=str(OUT))
+    run_arguments(p, DEFAULTS, ("lr", "decay_frac", "gamma", "aux_alpha", "mtp_lambda"), OUT)
     p.add_argument("--merge", action="store_true", help="keep the runs of --out (same config and seeds) and add the "
                    "arms given by --arms to them, e.g. --arms N --merge; the file records both commands")
     argv = sys.argv[1:] if argv is None else list(argv)

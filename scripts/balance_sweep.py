@@ -387,19 +387,7 @@ def _fmt(s: dict, digits: int = 4) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    for k in ("steps", "batch_size", "block_size", "warmup_steps", "eval_every", "eval_batches", "curve_every"):
-        p.add_argument("--" + k.replace("_", "-"), type=int, default=DEFAULTS[k])
-    for k in ("lr", "decay_frac", "gamma", "v3_alpha", "seq_alpha", "margin"):
-        p.add_argument("--" + k.replace("_", "-"), type=float, default=DEFAULTS[k])
-    for k, v in DEFAULTS["model"].items():
-        p.add_argument("--" + k.replace("_", "-"), type=int, default=v, help=f"ModelConfig.cpu({k}=...)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (results are reproducible for a given count)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (a CUDA GPU when present); on CUDA the runs "
-                   "train under bf16 autocast (helpers.runtime.training_autocast)")
-    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with --threads "
-                   "threads (every run is seeded on its own, so the numbers do not depend on --jobs)")
-    p.add_argument("--out", default=str(OUT))
+    ablations.run_arguments(p, DEFAULTS, ("lr", "decay_frac", "gamma", "v3_alpha", "seq_alpha", "margin"), OUT)
     p.add_argument("--merge", action="store_true", help="keep the runs of --out (same config) whose (arm, seed) this "
                    "command does not train, e.g. --seeds 3 4 5 --merge adds seeds; the file records every command")
     argv = sys.argv[1:] if argv is None else list(argv)
