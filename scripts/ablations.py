@@ -443,6 +443,24 @@ def run_arguments(p: argparse.ArgumentParser, defaults: dict, float_keys, out) -
     p.add_argument("--out", default=str(out))
 
 
+def run_settings(p: argparse.ArgumentParser, a: argparse.Namespace, defaults: dict, knob_keys) -> tuple:
+    """Check the options of :func:`run_arguments` (``p.error`` on bad ones), set the thread count, and return
+    ``(device, model overrides, knobs, kw)``: the knobs named by ``knob_keys``, and ``kw`` every run setting the
+    result file records as its config (a ``--merge`` must match it)."""
+    if a.steps % a.eval_every:
+        p.error(f"--steps {a.steps} must be a multiple of --eval-every {a.eval_every} (evaluations at fixed points)")
+    if a.jobs < 1:
+        p.error(f"--jobs must be ≥ 1, got {a.jobs}")
+    device = get_device(None if a.device == "auto" else a.device)
+    torch.set_num_threads(a.threads)
+    model = {k: getattr(a, k) for k in defaults["model"]}
+    knobs = {k: getattr(a, k) for k in knob_keys}
+    kw = dict(steps=a.steps, batch_size=a.batch_size, block_size=a.block_size, lr=a.lr, warmup_steps=a.warmup_steps,
+              decay_frac=a.decay_frac, eval_every=a.eval_every, eval_batches=a.eval_batches, curve_every=a.curve_every,
+              model=model, **knobs)
+    return device, model, knobs, kw
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=ARMS)
@@ -453,17 +471,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if len(a.seeds) < 3:
         print("warning: fewer than 3 seeds: the file will name no winner worth trusting", flush=True)
-    if a.steps % a.eval_every:
-        p.error(f"--steps {a.steps} must be a multiple of --eval-every {a.eval_every} (evaluations at fixed points)")
-    if a.jobs < 1:
-        p.error(f"--jobs must be ≥ 1, got {a.jobs}")
-    device = get_device(None if a.device == "auto" else a.device)
-    torch.set_num_threads(a.threads)
-    model = {k: getattr(a, k) for k in DEFAULTS["model"]}
-    knobs = dict(gamma=a.gamma, aux_alpha=a.aux_alpha, mtp_lambda=a.mtp_lambda)
-    kw = dict(steps=a.steps, batch_size=a.batch_size, block_size=a.block_size, lr=a.lr, warmup_steps=a.warmup_steps,
-              decay_frac=a.decay_frac, eval_every=a.eval_every, eval_batches=a.eval_batches, curve_every=a.curve_every,
-              model=model, **knobs)
+    device, model, knobs, kw = run_settings(p, a, DEFAULTS, ("gamma", "aux_alpha", "mtp_lambda"))
     t0 = time.perf_counter()
     splits = load_splits()
     windows = val_windows(splits, a.block_size, a.eval_batches)

@@ -63,7 +63,7 @@ from helpers.config import ModelConfig  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
 from helpers.moe import max_violation, random_routing_maxvio, seq_max_violation  # noqa: E402
 from helpers.report import seed_runs  # noqa: E402
-from helpers.runtime import autocast_dtype, get_device, progress, seed_everything  # noqa: E402
+from helpers.runtime import autocast_dtype, progress, seed_everything  # noqa: E402
 from helpers.train import TrainConfig, train  # noqa: E402
 
 OUT = ROOT / "data" / "results" / "ch02_balance.json"
@@ -392,17 +392,7 @@ def main(argv=None) -> dict:
                    "command does not train, e.g. --seeds 3 4 5 --merge adds seeds; the file records every command")
     argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
-    if a.steps % a.eval_every:
-        p.error(f"--steps {a.steps} must be a multiple of --eval-every {a.eval_every} (evaluations at fixed points)")
-    if a.jobs < 1:
-        p.error(f"--jobs must be ≥ 1, got {a.jobs}")
-    device = get_device(None if a.device == "auto" else a.device)
-    torch.set_num_threads(a.threads)
-    model = {k: getattr(a, k) for k in DEFAULTS["model"]}
-    knobs = dict(gamma=a.gamma, v3_alpha=a.v3_alpha, seq_alpha=a.seq_alpha)
-    kw = dict(steps=a.steps, batch_size=a.batch_size, block_size=a.block_size, lr=a.lr, warmup_steps=a.warmup_steps,
-              decay_frac=a.decay_frac, eval_every=a.eval_every, eval_batches=a.eval_batches, curve_every=a.curve_every,
-              model=model, **knobs)
+    device, model, knobs, kw = ablations.run_settings(p, a, DEFAULTS, ("gamma", "v3_alpha", "seq_alpha"))
     t0 = time.perf_counter()
     runs, old = [], None
     if a.merge:
