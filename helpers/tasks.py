@@ -20,6 +20,9 @@ count only the positions that need the mechanism. Tokens are drawn from a small 
 - :func:`copy_task`: ``s_1 … s_L  SEP  s_1 … s_L``; predict the second copy. Solved by an induction head that
   attends to "the token after the previous occurrence of my predecessor" at offset L + 1: a test of what RoPE
   does at offsets (and absolute positions) never seen in training.
+- :func:`induction_copy`: a copy of *distinct* symbols, L varying per row: only an induction head (find the
+  current symbol's earlier occurrence, read its successor) solves every row. Trained at L ≤ L_train and graded
+  past it, it shows what a model's RoPE attention does at offsets it never saw (chapter 02.2).
 - :func:`passkey_document` (passkey retrieval, Mohtashami & Jaggi 2023): a five-digit key hidden at a random depth
   in repetitive filler text, asked for at the end. In real text with the course tokenizer, so the base model can
   learn it during pre-training (a small share of the mixture) and be tested at and past its trained length
@@ -31,7 +34,7 @@ import random
 
 import torch
 
-__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "pair_recall", "pair_recall_vocab", "copy_task",
+__all__ = ["IGNORE", "SEP", "vocab_size", "associative_recall", "pair_recall", "pair_recall_vocab", "copy_task", "induction_copy",
            "task_batches", "masked_accuracy", "train_on_task",
            "PASSKEY_FILLER", "passkey_document", "composed_experts_task", "composed_experts_batch"]
 
@@ -124,6 +127,46 @@ def copy_task(n: int, length: int, n_symbols: int = 32,
     x = torch.cat([s, torch.full((n, 1), SEP, dtype=torch.long), s], dim=1)
     y = torch.full_like(x, IGNORE)
     y[:, length:2 * length] = s
+    return x, y
+
+
+def induction_copy(n: int, length: int, n_symbols: int = 512, min_length: int | None = None, prefix: int = 0,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy a sequence of *distinct* symbols: ``r_1 … r_P  s_1 … s_L  SEP  s_1 … s_L  SEP …``; graded: s_2 … s_L.
+
+    Every row draws its own L uniformly from ``min_length`` … ``length`` (``min_length = length`` when None) and
+    P = ``prefix`` + L distinct symbols from 1 … ``n_symbols``; rows shorter than the longest are padded with SEP
+    after their second copy (causal attention never sees the padding). Length T = prefix + 2·length + 1. The target
+    at the position of the second copy's s_i is s_{i+1} (i = 1 … L − 1); everything else is IGNORE.
+
+    Because every symbol occurs once in the first copy, the only rule that solves every row is an *induction head*:
+    find the earlier occurrence of the current symbol and read the one after it, at offset L (varying per row,
+    so a fixed positional offset cannot do it). Training on L ≤ ``length`` and grading at larger L asks what the
+    model's attention does at offsets it never saw; ``prefix`` (distinct filler before the task, never graded)
+    moves the same offsets to later absolute positions. Chance accuracy: about 1 / (n_symbols − L).
+    """
+    _check_count("n", n)
+    _check_count("length", length, 2)
+    _check_count("prefix", prefix, 0)
+    lo = length if min_length is None else min_length
+    _check_count("min_length", lo, 2)
+    if lo > length:
+        raise ValueError(f"min_length = {lo} must be ≤ length = {length}")
+    if prefix + length > n_symbols:
+        raise ValueError(f"prefix + length = {prefix + length} distinct symbols per row need n_symbols ≥ that, "
+                         f"got n_symbols = {n_symbols}")
+    g = generator or torch.Generator().manual_seed(0)
+    Ls = torch.randint(lo, length + 1, (n,), generator=g)
+    sym = torch.rand(n, n_symbols, generator=g).argsort(dim=1)[:, :prefix + length] + 1   # distinct per row
+    T = prefix + 2 * length + 1
+    x = torch.full((n, T), SEP, dtype=torch.long)
+    y = torch.full((n, T), IGNORE, dtype=torch.long)
+    x[:, :prefix] = sym[:, :prefix]
+    for r, L in enumerate(Ls.tolist()):
+        s = sym[r, prefix:prefix + L]
+        x[r, prefix:prefix + L] = s
+        x[r, prefix + L + 1:prefix + 2 * L + 1] = s
+        y[r, prefix + L + 1:prefix + 2 * L] = s[1:]
     return x, y
 
 

@@ -102,3 +102,42 @@ def test_train_on_task_records_and_learns_a_trivial_task():
     assert rec[-1]["acc"] == 1.0 and rec[-1]["loss"] < rec[0]["loss"]
     xv, yv = tasks.task_batches(tasks.pair_recall, 32, seed=0, n_pairs=1, n_keys=4, n_values=4)("val")
     assert tasks.masked_accuracy(m(xv)["logits"], yv) == 1.0
+
+
+def _induction_oracle(row: list[int]) -> list[int]:
+    """Brute-force induction: at each position predict the token that followed the current token's last earlier
+    occurrence (SEP for none)."""
+    out = []
+    for t, tok in enumerate(row):
+        prev = [i for i in range(t) if row[i] == tok]
+        out.append(row[prev[-1] + 1] if prev else tasks.SEP)
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(2, 20), lo_gap=st.integers(0, 18), prefix=st.integers(0, 12), seed=st.integers(0, 10_000))
+def test_induction_copy_is_solved_exactly_by_induction(length, lo_gap, prefix, seed):
+    lo = max(2, length - lo_gap)
+    x, y = tasks.induction_copy(5, length, n_symbols=40, min_length=lo, prefix=prefix,
+                                generator=torch.Generator().manual_seed(seed))
+    assert x.shape == y.shape == (5, prefix + 2 * length + 1)
+    for row_x, row_y in zip(x.tolist(), y.tolist()):
+        content = [t for t in row_x if t != tasks.SEP]
+        L = (len(content) - prefix) // 2
+        assert lo <= L <= length
+        first = content[:prefix + L]
+        assert len(set(first)) == len(first) and all(1 <= t <= 40 for t in first)     # distinct symbols
+        assert content[prefix + L:] == first[prefix:]                                  # the second copy
+        graded = [t for t, v in enumerate(row_y) if v != tasks.IGNORE]
+        assert graded == list(range(prefix + L + 1, prefix + 2 * L))                   # s_2 … s_L
+        oracle = _induction_oracle(row_x)
+        assert all(oracle[t] == row_y[t] == row_x[t + 1] for t in graded)
+
+
+def test_induction_copy_checks_its_arguments():
+    for call, word in ((lambda: tasks.induction_copy(2, 1), "length"),
+                       (lambda: tasks.induction_copy(2, 8, min_length=9), "min_length"),
+                       (lambda: tasks.induction_copy(2, 8, n_symbols=10, prefix=4), "n_symbols"),
+                       (lambda: tasks.induction_copy(2, 8, prefix=-1), "prefix")):
+        with pytest.raises(ValueError, match=word):
+            call()
