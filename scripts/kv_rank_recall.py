@@ -83,10 +83,23 @@ def run(arm: str, seed: int, steps: int = DEFAULTS["steps"], device: str = "cpu"
             "final_acc": curve[-1]["acc"], "final_loss": curve[-1]["loss"], "wall_s": time.perf_counter() - t0}
 
 
-def _pool_run(job):
-    arm, seed, steps, device, threads, settings = job
+def _call(job):
+    fn, args, threads = job
     torch.set_num_threads(threads)
-    return run(arm, seed, steps, device, settings)
+    return fn(*args)
+
+
+def execute(fn, calls: list[tuple], jobs: int, threads: int, keep) -> None:
+    """``keep(fn(*args))`` for every ``args`` of ``calls``: one after another here when ``jobs`` is 1, else ``jobs``
+    at a time, each in its own (spawned) process with ``threads`` torch threads, kept in the order they finish.
+    Every run seeds itself, so the results do not depend on ``jobs``. (Also drives scripts/rope_length.py.)"""
+    if jobs == 1:
+        for args in calls:
+            keep(fn(*args))
+        return
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        for f in cf.as_completed([pool.submit(_call, (fn, args, threads)) for args in calls]):
+            keep(f.result())
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -138,14 +151,7 @@ def main(argv=None) -> dict:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(result(len(runs) < len(jobs)), indent=1) + "\n")
 
-    if a.jobs == 1:
-        for arm, seed in jobs:
-            keep(run(arm, seed, a.steps, device))
-    else:
-        with cf.ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
-            for f in cf.as_completed([pool.submit(_pool_run, (arm, s, a.steps, device, a.threads, None))
-                                      for arm, s in jobs]):
-                keep(f.result())
+    execute(run, [(arm, seed, a.steps, device) for arm, seed in jobs], a.jobs, a.threads, keep)
     final = result(False)
     for arm, s in final["summary"].items():
         sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
