@@ -325,7 +325,7 @@ def cloze_set(tok, documents, n: int, k: int = 4, *, unit: str = "line", context
 
     Each item blanks the end of one line. ``unit="line"``: the whole line (at least ``min_chars`` = 10 non-blank
     characters); the context is the whole lines before it, its last line break moved into the options, which are
-    ``"\n" + line``. ``unit="word"``: the line's last word (at least ``min_chars`` = 3 characters; trailing
+    ``"\\n" + line``. ``unit="word"``: the line's last word (at least ``min_chars`` = 3 characters; trailing
     punctuation dropped), LAMBADA-style; the context is the lines before plus the line up to that word, and the
     options are ``" " + word``. The context holds as many whole earlier lines as fit in ``context_tokens``.
     Distractors are the blanks of ``k − 1`` other lines drawn from other places of the same documents (another

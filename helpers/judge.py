@@ -9,7 +9,7 @@ formats:
 
 * with a rationale: ``<its own worked steps> #### n | verdict: right``, trained with the teacher's steps and the
   verifier's verdict on the candidate;
-* verdict only: `` verdict: right``.
+* verdict only: ``" verdict: right"`` (with its leading space).
 
 Judging with a rationale amounts to "solve it yourself, then compare". A judge that makes a mistake therefore
 mostly rejects a right candidate. It accepts a wrong one only when it makes the same mistake.

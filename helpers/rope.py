@@ -12,7 +12,7 @@ depends on the positions only through the offset m − n (the relative-position 
 report uses RoPE on the decoupled key/query parts of MLA).
 
 Why plain RoPE breaks past the trained length, and what YaRN does (§4.3)
------------------------------------------------------------------------
+------------------------------------------------------------------------
 Pair j turns once every λ_j = 2π/θ_j positions (its wavelength). Over a pre-training context of L
 positions (``original_seq_len``) it completes r_j = L/λ_j turns. Fast pairs (small j, short λ_j) turn
 many times inside L, so the model has seen every angle they can take; running at longer sequences only
