@@ -113,19 +113,26 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def sweep_arguments(p: argparse.ArgumentParser, defaults: dict, out: Path, argv=None) -> argparse.Namespace:
+    """Add the options every task sweep shares (--seeds, --steps, --jobs, --threads, --device, --out) to ``p``,
+    parse ``argv`` and check them (``p.error`` on a bad one). Also used by scripts/rope_length.py."""
+    p.add_argument("--seeds", nargs="+", type=int, default=list(defaults["seeds"]))
+    p.add_argument("--steps", type=int, default=defaults["steps"])
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", type=Path, default=out)
+    a = p.parse_args(argv)
+    if a.jobs < 1 or a.threads < 1 or a.steps < 1:
+        p.error("--jobs, --threads and --steps must be ≥ 1")
+    return a
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=None, help="default: mla<d_c> for every --ranks, then mha mqa")
     p.add_argument("--ranks", nargs="+", type=int, default=list(DEFAULTS["ranks"]))
-    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULTS["seeds"]))
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--out", type=Path, default=OUT)
-    a = p.parse_args(argv)
-    if a.jobs < 1 or a.threads < 1 or a.steps < 1:
-        p.error("--jobs, --threads and --steps must be ≥ 1")
+    a = sweep_arguments(p, DEFAULTS, OUT, argv)
     arms = a.arms or [f"mla{r}" for r in a.ranks] + list(BASELINES)
     for arm in arms:
         arm_config(arm)                                   # fail on a bad arm name before any training

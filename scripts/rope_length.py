@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 
-from kv_rank_recall import execute  # noqa: E402  (the process-pool driver both sweeps share)
+from kv_rank_recall import execute, sweep_arguments  # noqa: E402  (what both task sweeps share)
 from helpers.config import ModelConfig  # noqa: E402
 from helpers.model import Transformer  # noqa: E402
 from helpers.runtime import get_device, seed_everything  # noqa: E402
@@ -152,15 +152,7 @@ def summarise(runs: list[dict]) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULTS["seeds"]))
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--out", type=Path, default=OUT)
-    a = p.parse_args(argv)
-    if a.jobs < 1 or a.threads < 1 or a.steps < 1:
-        p.error("--jobs, --threads and --steps must be ≥ 1")
+    a = sweep_arguments(p, DEFAULTS, OUT, argv)
     device = str(get_device(a.device))
     torch.set_num_threads(a.threads)
     jobs = [(arm, s) for s in a.seeds for arm in a.arms]
