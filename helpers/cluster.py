@@ -17,7 +17,6 @@ one group per node assumes).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
