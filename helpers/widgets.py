@@ -10,6 +10,7 @@ import inspect
 import math
 import numbers
 import os
+import time
 from typing import Callable, Sequence
 
 __all__ = ["live", "slider", "log_slider", "int_slider", "dropdown", "checkbox", "text_box", "ipywidgets_major"]
@@ -116,6 +117,19 @@ def live(fn: Callable, **controls) -> None:
     Static mode (``COURSE_STATIC=1``, set by ``tools/run_notebooks.py`` when it executes notebooks
     for committing): ``fn`` runs once with the initial values as ordinary output and no widget is
     displayed, so the committed notebook shows the result on GitHub and holds no widget state.
+
+    Control-moving mode (``COURSE_MOVE_CONTROLS=1``, for the tests; ignored in static mode): after
+    displaying the widgets, moves every control as a learner would, one control at a time, the others
+    at their initial values: a slider to its min, its max and a value between (on its step); a
+    dropdown to each other option (5 at most); a checkbox to its other state. A text box is left
+    alone (no value but the author's is known to be valid). After each control it is set back, so
+    the controls end at their initial values. ``interactive_output`` shows an exception from ``fn``
+    in the output area and swallows it, so here every call of ``fn`` is watched: if ``fn`` raised at
+    any value, or a move did not re-run ``fn`` with the new value, an AssertionError names the
+    control, the value and the exception, and the cell (so nbval) fails. To keep a notebook fast,
+    the moves fit in about :data:`MOVE_BUDGET_S` seconds, judged by the first call's time: a slow
+    ``fn`` gets fewer moves per control (3, then 2, at least 1 -- the far end of its range), and once
+    twice that budget is spent each control still left gets only its first move.
     """
     w = _w()
     from IPython.display import display
@@ -144,6 +158,117 @@ def live(fn: Callable, **controls) -> None:
         run(**{k: v.value for k, v in widgets.items()})
         return None
 
-    out = w.interactive_output(run, widgets)
+    moving = os.environ.get("COURSE_MOVE_CONTROLS", "") not in {"", "0"}
+    watch = _Watch(run) if moving else None
+    out = w.interactive_output(watch or run, widgets)
     display(w.VBox([w.VBox(list(widgets.values())), out]))
+    if watch is not None:
+        _move_controls(widgets, watch)
     return None
+
+
+# ---- control-moving mode (COURSE_MOVE_CONTROLS=1): the tests move every control of every notebook ----
+
+MOVE_BUDGET_S = 2.0     # about how long the moves of one live() call may take (estimated from fn's first call)
+_MAX_OPTIONS = 5        # dropdown options tried per control when fn is fast
+
+
+class _Watch:
+    """Wraps fn for ``interactive_output``: records each call's values, time and exception.
+
+    An exception is recorded and not re-raised, so :func:`_move_controls` can name the control and
+    value that caused it in one clear error (the Output widget would print it and carry on).
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn, self.calls = fn, []          # calls: (values, seconds, exception or None)
+
+    def __call__(self, **values):
+        t0 = time.perf_counter()
+        error = None
+        try:
+            self.fn(**values)
+        except Exception as e:              # noqa: BLE001 -- reported by _move_controls
+            error = e
+            print(f"[moving the controls: {type(e).__name__}: {e}]")
+        self.calls.append((values, time.perf_counter() - t0, error))
+
+
+def _on_step(lo, step, k: int):
+    """The k-th value on a slider's step from ``lo`` (12 significant digits: no 0.30000000000000004)."""
+    v = lo + k * step
+    return v if _whole(lo) and _whole(step) else float(f"{v:.12g}")
+
+
+def _targets(control, cap: int) -> list:
+    """At most ``cap`` valid values to move ``control`` to, none equal to its current value, the most telling first.
+
+    Sliders: the far end of the range (max, or min when it starts at max), the other end, then the middle, all on
+    the step (a value off the step is one a learner cannot reach). Dropdowns: the other options, spread over the
+    list when there are more than ``cap``. Checkboxes: the other state. Anything else (a text box): nothing.
+    """
+    w = _w()
+    now = control.value
+    if isinstance(control, w.FloatLogSlider) or (all(hasattr(control, a) for a in ("min", "max", "step"))
+                                                 and _real(now)):
+        step = control.step or (control.max - control.min) / 100
+        n = int(math.floor((control.max - control.min) / step + 1e-9))   # the last step that stays inside the range
+        ends = [_on_step(control.min, step, k) for k in (n, 0, n // 2)]
+        values = [control.base ** e for e in ends] if isinstance(control, w.FloatLogSlider) else ends
+    elif hasattr(control, "_options_values"):
+        values = [v for v in control._options_values if v != now]
+        if len(values) > cap:
+            picks = [0, len(values) - 1] + [round(i * (len(values) - 1) / (cap - 1)) for i in range(1, cap - 1)]
+            values = [values[i] for i in dict.fromkeys(picks)]
+    elif isinstance(now, bool):
+        values = [not now]
+    else:
+        values = []
+    distinct = []
+    for v in values:
+        if v != now and v not in distinct:
+            distinct.append(v)
+    return distinct[:cap]
+
+
+def _move_controls(widgets: dict, watch: _Watch) -> None:
+    """Move each control through a few valid values, one at a time, then back; raise if fn failed or did not re-run."""
+    first = watch.calls[0] if watch.calls else None
+    problems = []
+    if first is not None and first[2] is not None:
+        problems.append((f"the initial values {first[0]}", first[2]))
+    per_call = first[1] if first is not None else 0.0
+    plans = {name: _targets(c, _MAX_OPTIONS) for name, c in widgets.items()}
+    for cap in (3, 2, 1):                           # fewer moves per control while the estimate is over budget
+        calls = sum(len(v) + bool(v) for v in plans.values())    # the moves, and one call to set each control back
+        if per_call * calls <= MOVE_BUDGET_S:
+            break
+        plans = {name: _targets(c, cap) for name, c in widgets.items()}
+    deadline = time.perf_counter() + 2 * MOVE_BUDGET_S     # fn may be slower at the far end than at the start
+    for name, values in plans.items():
+        control = widgets[name]
+        initial = control.value
+        for i, v in enumerate([*values, initial] if values else []):
+            if 0 < i < len(values) and time.perf_counter() > deadline:
+                continue                            # out of time: only the first move, then back
+            before, old = len(watch.calls), control.value
+            try:
+                control.value = v
+            except Exception as e:                  # noqa: BLE001 -- the widget refused the value
+                problems.append((f"{name}={v!r}", e))
+                continue
+            if control.value == old:                # the widget rounded v to where it was: no move, no re-run
+                continue
+            if len(watch.calls) == before:
+                problems.append((f"{name}={v!r}", RuntimeError("setting the control did not re-run the function")))
+                continue
+            values_seen, _, error = watch.calls[-1]
+            if values_seen.get(name) != control.value:
+                problems.append((f"{name}={v!r}", RuntimeError(f"the function re-ran with {name}="
+                                                               f"{values_seen.get(name)!r}, not the new value")))
+            if error is not None:
+                problems.append((f"{name}={v!r}", error))
+    if problems:
+        lines = "\n".join(f"  at {where}: {type(e).__name__}: {e}" for where, e in problems)
+        raise AssertionError(f"live(): moving the controls (COURSE_MOVE_CONTROLS=1) found {len(problems)} "
+                             f"problem(s):\n{lines}") from problems[0][1]

@@ -58,3 +58,107 @@ def test_live_static_mode_runs_once_without_widgets(monkeypatch, capsys):
     assert "static view" in capsys.readouterr().out
     with pytest.raises(ValueError):
         widgets.live(lambda x: x, x=1)
+
+
+# ---- control-moving mode (COURSE_MOVE_CONTROLS=1) ----
+
+@pytest.fixture
+def moving(monkeypatch):
+    """live() in control-moving mode, with display() captured; returns the list of displayed objects."""
+    shown = []
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.setenv("COURSE_MOVE_CONTROLS", "1")
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.append(objs))
+    return shown
+
+
+def test_live_moves_every_kind_of_control_then_restores(moving):
+    seen = []
+    controls = dict(x=widgets.slider(0.5, 0, 1, step=0.3), n=widgets.int_slider(3, 1, 8, step=2),
+                    lr=widgets.log_slider(1e-3, -5, -1, step=0.5), mode=widgets.dropdown(["a", "b", "c"], "b"),
+                    on=widgets.checkbox(False), prompt=widgets.text_box("12+7="))
+
+    def view(x, n, lr, mode, on, prompt):
+        seen.append(dict(x=x, n=n, lr=lr, mode=mode, on=on, prompt=prompt))
+
+    widgets.live(view, **controls)
+    initial = seen[0]
+    assert initial == dict(x=0.5, n=3, lr=1e-3, mode="b", on=False, prompt="12+7=")
+    moved = {}                                     # control -> values it was seen at while the others were initial
+    for call in seen[1:]:
+        changed = [k for k in call if call[k] != initial[k]]
+        assert len(changed) <= 1, f"two controls moved at once: {call}"
+        if changed:
+            moved.setdefault(changed[0], []).append(call[changed[0]])
+    # sliders: far end, other end, middle -- on the step (0.9, not 1.0; 7, not 8)
+    assert moved["x"] == [0.9, 0.0, 0.3]
+    assert moved["n"] == [7, 1]                    # the middle (3) is the initial value: no move
+    assert moved["lr"] == pytest.approx([1e-1, 1e-5])   # 10**-1, 10**-5; the middle 10**-3 is the initial value
+    assert moved["mode"] == ["a", "c"]
+    assert moved["on"] == [True]
+    assert "prompt" not in moved                   # a text box is left alone
+    assert seen[-1] == initial                     # every control is back where it started
+    assert all(c.value == initial[k] for k, c in controls.items())
+
+
+def test_live_names_the_control_and_value_where_fn_fails(moving):
+    def view(depth, mode):
+        if depth > 6:
+            raise ValueError("too deep for this view")
+
+    with pytest.raises(AssertionError, match=r"depth=8: ValueError: too deep for this view") as info:
+        widgets.live(view, depth=widgets.int_slider(2, 1, 8), mode=widgets.dropdown(["x", "y"]))
+    assert "1 problem" in str(info.value)          # depth=1 and depth=4 (the middle) and mode=y ran fine
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_live_reports_a_failure_at_the_initial_values(moving):
+    with pytest.raises(AssertionError, match=r"initial values .* ZeroDivisionError"):
+        widgets.live(lambda k: 1 / (k - 2), k=widgets.int_slider(2, 1, 3))
+
+
+def test_live_moves_fewer_values_when_fn_is_slow(moving, monkeypatch):
+    seen = []
+    monkeypatch.setattr(widgets, "MOVE_BUDGET_S", 0.0)     # every call is over budget: one move per control
+    widgets.live(lambda a, b: seen.append((a, b)), a=widgets.int_slider(1, 1, 9), b=widgets.dropdown(list("pqrstuv")))
+    assert seen == [(1, "p"), (9, "p"), (1, "p"), (1, "q"), (1, "p")]
+
+
+def test_interactive_output_reruns_synchronously_when_the_kernel_sets_a_value():
+    # the mover relies on this, in ipywidgets 7 (Colab) and 8 alike: setting .value from Python re-runs fn at once
+    seen = []
+    control = ipywidgets.IntSlider(value=1, min=0, max=5)
+    ipywidgets.interactive_output(lambda v: seen.append(v), {"v": control})
+    control.value = 4
+    assert seen == [1, 4]
+
+
+def test_live_does_not_move_controls_in_static_mode(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setenv("COURSE_STATIC", "1")
+    monkeypatch.setenv("COURSE_MOVE_CONTROLS", "1")
+    widgets.live(lambda x: seen.append(x), x=widgets.int_slider(2, 1, 5))
+    assert seen == [2]
+
+
+def test_live_does_not_move_controls_by_default(monkeypatch):
+    seen = []
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
+    widgets.live(lambda x: seen.append(x), x=widgets.int_slider(2, 1, 5))
+    assert seen == [2]
+
+
+def test_live_gives_each_control_one_move_once_the_time_is_spent(moving, monkeypatch):
+    import time
+    seen = []
+    monkeypatch.setattr(widgets, "MOVE_BUDGET_S", 0.05)    # fn is fast at its initial values, slow once moved
+
+    def view(a, b):
+        seen.append((a, b))
+        if (a, b) != (1, "p"):
+            time.sleep(0.11)                        # past the deadline (2 x 0.05 s) after the first move
+
+    widgets.live(view, a=widgets.int_slider(1, 1, 9), b=widgets.dropdown(list("pqrstuv")))
+    assert seen == [(1, "p"), (9, "p"), (1, "p"), (1, "q"), (1, "p")]
