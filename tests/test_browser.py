@@ -15,7 +15,6 @@ that a pass of the real notebooks means something.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -26,15 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.browser
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT / "tools"))          # tools/ is no package: the same import as tests/test_grading.py
+import browser_check  # noqa: E402
 
-
-browser_check = _load("browser_check", ROOT / "tools" / "browser_check.py")
 _missing = browser_check.missing_requirements()
 if _missing:
     pytest.skip(f"browser tests skipped: {_missing}", allow_module_level=True)

@@ -8,7 +8,6 @@ checker that finds nothing is known to be able to find something.
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -21,16 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.site
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_site = _load("build_site", ROOT / "tools" / "build_site.py")
-plain_docstrings = _load("plain_docstrings", ROOT / "docs" / "_ext" / "plain_docstrings.py")
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "docs" / "_ext")]   # neither folder is a package
+import build_site  # noqa: E402
+import plain_docstrings  # noqa: E402
 NOTEBOOKS = sorted(ROOT.glob("notebooks/[0-9][0-9]_*/*.ipynb"))
 CHAPTERS = sorted(p.parent for p in ROOT.glob("notebooks/[0-9][0-9]_*/README.md"))
 
