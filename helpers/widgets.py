@@ -1,15 +1,18 @@
 """Widgets that work on ipywidgets 7.7.1 (Colab) and 8 (JupyterLab 4).
 
-Only core widgets and ``interactive_output`` are used: both exist, with the same arguments, in both
-versions. The logic a widget explores always lives in a pure function elsewhere in ``helpers``,
-tested without any widget; :func:`live` only wires controls to that function.
+Only core widgets and ``Output`` are used: both exist, with the same arguments, in both versions.
+The logic a widget explores always lives in a pure function elsewhere in ``helpers``, tested without
+any widget; :func:`live` only wires controls to that function.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
 import os
+import sys
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -123,7 +126,7 @@ def live(fn: Callable, **controls) -> None:
     at their initial values: a slider to its min, its max and a value between (on its step); a
     dropdown to each other option (5 at most); a checkbox to its other state. A text box is left
     alone (no value but the author's is known to be valid). After each control it is set back, so
-    the controls end at their initial values. ``interactive_output`` shows an exception from ``fn``
+    the controls end at their initial values. the output area shows an exception from ``fn``
     in the output area and swallows it, so here every call of ``fn`` is watched: if ``fn`` raised at
     any value, or a move did not re-run ``fn`` with the new value, an AssertionError names the
     control, the value and the exception, and the cell (so nbval) fails. To keep a notebook fast,
@@ -160,11 +163,54 @@ def live(fn: Callable, **controls) -> None:
 
     moving = os.environ.get("COURSE_MOVE_CONTROLS", "") not in {"", "0"}
     watch = _Watch(run) if moving else None
-    out = w.interactive_output(watch or run, widgets)
+    out = _serial_output(watch or run, widgets)
     display(w.VBox([w.VBox(list(widgets.values())), out]))
     if watch is not None:
         _move_controls(widgets, watch)
     return None
+
+
+# A redraw of a live() output, and why it is guarded. ipykernel 7 handles some widget messages from JupyterLab 4 on a
+# subshell thread, and after every widget message the ``comm`` package fires IPython's ``post_execute`` event, on which
+# pyplot redraws every open figure (``_draw_all_if_interactive``). So while ``fn`` drew its figure on one thread, a
+# message on another thread drew the same figure at the same time: both threads shared its Agg buffer and the learner
+# got a figure drawn almost blank (found by tests/test_browser.py on 01.3). During a redraw, pyplot's interactive mode
+# is off (the other thread's event then draws nothing) and one redraw runs at a time.
+_REDRAW = threading.RLock()
+
+
+def _pyplot():
+    """matplotlib.pyplot if the notebook has imported it, else None (a live() without figures never imports it)."""
+    return sys.modules.get("matplotlib.pyplot")
+
+
+def _serial_output(fn: Callable, widgets: dict):
+    """Like ``ipywidgets.interactive_output(fn, widgets)`` (7.7 and 8), with each redraw guarded (see above).
+
+    A redraw: show figures left open elsewhere, clear the output area when the next output arrives, call ``fn``
+    with the controls' values, show the figures ``fn`` left open (a ``fn`` that calls ``plt.show()`` leaves none).
+    """
+    w = _w()
+    from IPython.display import clear_output
+    from ipywidgets.widgets.interaction import show_inline_matplotlib_plots
+    out = w.Output()
+
+    def redraw(change=None):
+        with _REDRAW:
+            values = {k: c.value for k, c in widgets.items()}
+            show_inline_matplotlib_plots()
+            plt = _pyplot()
+            with out, (plt.ioff() if plt is not None else contextlib.nullcontext()):
+                clear_output(wait=True)
+                fn(**values)
+                plt = _pyplot()                  # fn may be the first to import it
+                if plt is not None and plt.get_fignums() and "inline" in plt.get_backend():
+                    plt.show()
+
+    for control in widgets.values():
+        control.observe(redraw, "value")
+    redraw()
+    return out
 
 
 # ---- control-moving mode (COURSE_MOVE_CONTROLS=1): the tests move every control of every notebook ----
@@ -174,7 +220,7 @@ _MAX_OPTIONS = 5        # dropdown options tried per control when fn is fast
 
 
 class _Watch:
-    """Wraps fn for ``interactive_output``: records each call's values, time and exception.
+    """Wraps fn for the live output: records each call's values, time and exception.
 
     An exception is recorded and not re-raised, so :func:`_move_controls` can name the control and
     value that caused it in one clear error (the Output widget would print it and carry on).

@@ -34,11 +34,6 @@ if _missing:
 
 ALL = os.environ.get("BROWSER_ALL", "") not in {"", "0"}
 NOTEBOOKS = browser_check.widget_notebooks() if ALL else browser_check.QUICK
-# Known fault, found by this test and not yet fixed: in JupyterLab 4 with ipykernel 7, 01.3's histogram comes back
-# almost blank (the bars without axes, text or lines) when the widget callback runs on the kernel's main thread; the
-# callbacks that run on a subshell thread, and every run outside the browser (nbclient, nbval), draw it fully.
-KNOWN_FAULTS = {"notebooks/01_foundations/03_precision.ipynb":
-                "01.3's histogram is drawn almost blank after a move in JupyterLab 4 / ipykernel 7 (main-thread callbacks)"}
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +124,7 @@ def test_checker_reports_each_kind_of_broken_widget(checker, tmp_path):
     assert res.screenshots, "a failing notebook must leave screenshots"
 
 
-@pytest.mark.parametrize("notebook", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_FAULTS[n], strict=False))
-                                      if n in KNOWN_FAULTS else n for n in NOTEBOOKS], ids=lambda n: Path(n).stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda n: Path(n).stem)
 def test_widgets_redraw_in_place(checker, notebook):
     res = checker.check(ROOT / notebook)
     n_live = sum(browser_check.live_cells(ROOT / notebook).values())

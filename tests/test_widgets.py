@@ -124,13 +124,59 @@ def test_live_moves_fewer_values_when_fn_is_slow(moving, monkeypatch):
     assert seen == [(1, "p"), (9, "p"), (1, "p"), (1, "q"), (1, "p")]
 
 
-def test_interactive_output_reruns_synchronously_when_the_kernel_sets_a_value():
+def test_live_reruns_fn_synchronously_when_the_kernel_sets_a_value(monkeypatch):
     # the mover relies on this, in ipywidgets 7 (Colab) and 8 alike: setting .value from Python re-runs fn at once
     seen = []
-    control = ipywidgets.IntSlider(value=1, min=0, max=5)
-    ipywidgets.interactive_output(lambda v: seen.append(v), {"v": control})
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
+    control = widgets.int_slider(1, 0, 5)
+    widgets.live(lambda v: seen.append(v), v=control)
     control.value = 4
     assert seen == [1, 4]
+
+
+def test_live_turns_pyplot_interactive_mode_off_while_fn_draws(monkeypatch):
+    # ipykernel fires post_execute after every widget message, and pyplot then redraws every open figure; on another
+    # thread that drew fn's figure at the same time as fn (a figure shown almost blank). Off during fn, back after.
+    import matplotlib
+    import matplotlib.pyplot as plt
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
+    was = matplotlib.is_interactive()
+    seen = []
+    try:
+        plt.ion()
+        control = widgets.int_slider(1, 0, 5)
+        widgets.live(lambda v: seen.append((v, matplotlib.is_interactive())), v=control)
+        control.value = 3
+        assert seen == [(1, False), (3, False)]
+        assert matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)
+
+
+def test_live_redraws_one_at_a_time_across_threads(monkeypatch):
+    # JupyterLab 4 + ipykernel 7 may deliver two controls' messages on two threads (main shell and a subshell)
+    import threading
+    import time
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
+    active, most = [], []
+
+    def view(a, b):
+        active.append(1)
+        most.append(len(active))
+        time.sleep(0.02)
+        active.pop()
+
+    a, b = widgets.int_slider(0, 0, 9), widgets.int_slider(0, 0, 9)
+    widgets.live(view, a=a, b=b)
+    threads = [threading.Thread(target=lambda c=c: [setattr(c, "value", v) for v in range(1, 6)]) for c in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(most) == 11 and max(most) == 1
 
 
 def test_live_does_not_move_controls_in_static_mode(monkeypatch, capsys):
