@@ -6,7 +6,7 @@ any widget; :func:`live` only wires controls to that function.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import inspect
 import math
 import numbers
@@ -171,12 +171,47 @@ def live(fn: Callable, **controls) -> None:
 
 
 # A redraw of a live() output, and why it is guarded. ipykernel 7 handles some widget messages from JupyterLab 4 on a
-# subshell thread, and after every widget message the ``comm`` package fires IPython's ``post_execute`` event, on which
-# pyplot redraws every open figure (``_draw_all_if_interactive``). So while ``fn`` drew its figure on one thread, a
-# message on another thread drew the same figure at the same time: both threads shared its Agg buffer and the learner
-# got a figure drawn almost blank (found by tests/test_browser.py on 01.3). During a redraw, pyplot's interactive mode
-# is off (the other thread's event then draws nothing) and one redraw runs at a time.
+# subshell thread (the output area, for one, reports its contents back), and after every widget message the ``comm``
+# package fires IPython's ``post_execute`` event, on which pyplot redraws every open figure and the inline backend
+# shows and closes them. So while ``fn`` drew its figure on one thread, a message on another thread drew the same
+# figure at the same time, or closed it before ``fn`` showed it: the learner saw a figure drawn almost blank, or none
+# (found by tests/test_browser.py on 01.3 and 03.2). Each redraw holds this lock, and so do matplotlib's post_execute
+# hooks (:func:`_guard_figure_hooks`): they run before or after a redraw, never during one.
 _REDRAW = threading.RLock()
+
+
+class _WaitsForRedraw:
+    """A post_execute hook that runs holding :data:`_REDRAW`. It compares equal to the hook it wraps, so matplotlib
+    can still find and unregister its own hook (IPython finds a callback with ``==``)."""
+
+    def __init__(self, hook: Callable):
+        self.hook = hook
+        functools.update_wrapper(self, hook)
+
+    def __call__(self, *args, **kwargs):
+        with _REDRAW:
+            return self.hook(*args, **kwargs)
+
+    def __eq__(self, other):
+        return self.hook == (other.hook if isinstance(other, _WaitsForRedraw) else other)
+
+    def __hash__(self):
+        return hash(self.hook)
+
+
+def _guard_figure_hooks() -> None:
+    """Make matplotlib's post_execute hooks (pyplot's redraw, the inline backend's flush) wait for a redraw in progress:
+    each is replaced in place by a :class:`_WaitsForRedraw`. Idempotent."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    hooks = getattr(getattr(shell, "events", None), "callbacks", {}).get("post_execute")
+    for i, hook in enumerate(hooks or []):
+        module = getattr(hook, "__module__", None) or ""
+        if not isinstance(hook, _WaitsForRedraw) and module.split(".")[0] in ("matplotlib", "matplotlib_inline"):
+            hooks[i] = _WaitsForRedraw(hook)
 
 
 def _pyplot():
@@ -193,14 +228,14 @@ def _serial_output(fn: Callable, widgets: dict):
     w = _w()
     from IPython.display import clear_output
     from ipywidgets.widgets.interaction import show_inline_matplotlib_plots
+    _guard_figure_hooks()
     out = w.Output()
 
     def redraw(change=None):
         with _REDRAW:
             values = {k: c.value for k, c in widgets.items()}
             show_inline_matplotlib_plots()
-            plt = _pyplot()
-            with out, (plt.ioff() if plt is not None else contextlib.nullcontext()):
+            with out:
                 clear_output(wait=True)
                 fn(**values)
                 plt = _pyplot()                  # fn may be the first to import it

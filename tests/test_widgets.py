@@ -135,24 +135,42 @@ def test_live_reruns_fn_synchronously_when_the_kernel_sets_a_value(monkeypatch):
     assert seen == [1, 4]
 
 
-def test_live_turns_pyplot_interactive_mode_off_while_fn_draws(monkeypatch):
-    # ipykernel fires post_execute after every widget message, and pyplot then redraws every open figure; on another
-    # thread that drew fn's figure at the same time as fn (a figure shown almost blank). Off during fn, back after.
-    import matplotlib
-    import matplotlib.pyplot as plt
+def test_matplotlib_post_execute_hooks_wait_for_a_redraw(monkeypatch):
+    # ipykernel fires post_execute after every widget message, on whichever thread handled it; pyplot then redrew (and
+    # the inline backend closed) the figure fn was drawing on another thread. Guarded, the hook runs after fn.
+    import threading
+    import time
+    from types import SimpleNamespace
+    from IPython.core.events import EventManager
+    order = []
+
+    def flush_figures():
+        order.append("hook")
+
+    flush_figures.__module__ = "matplotlib_inline.backend_inline"
+    shell = SimpleNamespace(events=EventManager(None, {"post_execute"}))
+    shell.events.register("post_execute", flush_figures)
+    monkeypatch.setattr("IPython.get_ipython", lambda: shell)
     monkeypatch.delenv("COURSE_STATIC", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
-    was = matplotlib.is_interactive()
-    seen = []
-    try:
-        plt.ion()
-        control = widgets.int_slider(1, 0, 5)
-        widgets.live(lambda v: seen.append((v, matplotlib.is_interactive())), v=control)
-        control.value = 3
-        assert seen == [(1, False), (3, False)]
-        assert matplotlib.is_interactive()
-    finally:
-        matplotlib.interactive(was)
+    other = []
+
+    def view(v):
+        if v:                                   # a move: another thread handles a widget message meanwhile
+            other.append(threading.Thread(target=shell.events.trigger, args=("post_execute",)))
+            other[0].start()
+            time.sleep(0.05)
+        order.append(f"fn {v}")
+
+    control = widgets.int_slider(0, 0, 5)
+    widgets.live(view, v=control)
+    control.value = 2
+    other[0].join()
+    assert order == ["fn 0", "fn 2", "hook"]
+    widgets.live(view, v=widgets.int_slider(0, 0, 5))          # guarding twice wraps once
+    assert len(shell.events.callbacks["post_execute"]) == 1
+    shell.events.unregister("post_execute", flush_figures)     # matplotlib can still remove its own hook
+    assert shell.events.callbacks["post_execute"] == []
 
 
 def test_live_redraws_one_at_a_time_across_threads(monkeypatch):
