@@ -31,6 +31,7 @@ def test_live_displays_once_and_returns_none(monkeypatch):
     # a returned widget would be rendered a second time when live(...) ends a notebook cell
     seen, shown = [], []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.append(objs))
     result = widgets.live(lambda x, k: seen.append((x, k)), x=widgets.int_slider(2, 1, 5), k="fixed")
     assert result is None
@@ -44,6 +45,7 @@ def test_live_displays_once_and_returns_none(monkeypatch):
 
 def test_live_rejects_controls_that_do_not_fit_fn(monkeypatch):
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     with pytest.raises(TypeError, match="one control .* per parameter"):
         widgets.live(lambda x: x, y=widgets.int_slider(2, 1, 5))
     with pytest.raises(TypeError, match="fn must be a function"):
@@ -67,6 +69,7 @@ def moving(monkeypatch):
     """live() in control-moving mode, with display() captured; returns the list of displayed objects."""
     shown = []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setenv("COURSE_MOVE_CONTROLS", "1")
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.append(objs))
     return shown
@@ -128,6 +131,7 @@ def test_live_reruns_fn_synchronously_when_the_kernel_sets_a_value(monkeypatch):
     # the mover relies on this, in ipywidgets 7 (Colab) and 8 alike: setting .value from Python re-runs fn at once
     seen = []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
     control = widgets.int_slider(1, 0, 5)
     widgets.live(lambda v: seen.append(v), v=control)
@@ -152,6 +156,7 @@ def test_matplotlib_post_execute_hooks_wait_for_a_redraw(monkeypatch):
     shell.events.register("post_execute", flush_figures)
     monkeypatch.setattr("IPython.get_ipython", lambda: shell)
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
     other = []
 
@@ -178,6 +183,7 @@ def test_live_redraws_one_at_a_time_across_threads(monkeypatch):
     import threading
     import time
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
     active, most = [], []
 
@@ -208,6 +214,7 @@ def test_live_does_not_move_controls_in_static_mode(monkeypatch, capsys):
 def test_live_does_not_move_controls_by_default(monkeypatch):
     seen = []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
     widgets.live(lambda x: seen.append(x), x=widgets.int_slider(2, 1, 5))
