@@ -126,8 +126,8 @@ def live(fn: Callable, **controls) -> None:
     at their initial values: a slider to its min, its max and a value between (on its step); a
     dropdown to each other option (5 at most); a checkbox to its other state. A text box is left
     alone (no value but the author's is known to be valid). After each control it is set back, so
-    the controls end at their initial values. the output area shows an exception from ``fn``
-    in the output area and swallows it, so here every call of ``fn`` is watched: if ``fn`` raised at
+    the controls end at their initial values. The output area shows an exception from ``fn``
+    and swallows it, so here every call of ``fn`` is watched: if ``fn`` raised at
     any value, or a move did not re-run ``fn`` with the new value, an AssertionError names the
     control, the value and the exception, and the cell (so nbval) fails. To keep a notebook fast,
     the moves fit in about :data:`MOVE_BUDGET_S` seconds, judged by the first call's time: a slow
@@ -214,11 +214,6 @@ def _guard_figure_hooks() -> None:
             hooks[i] = _WaitsForRedraw(hook)
 
 
-def _pyplot():
-    """matplotlib.pyplot if the notebook has imported it, else None (a live() without figures never imports it)."""
-    return sys.modules.get("matplotlib.pyplot")
-
-
 def _serial_output(fn: Callable, widgets: dict):
     """Like ``ipywidgets.interactive_output(fn, widgets)`` (7.7 and 8), with each redraw guarded (see above).
 
@@ -238,7 +233,7 @@ def _serial_output(fn: Callable, widgets: dict):
             with out:
                 clear_output(wait=True)
                 fn(**values)
-                plt = _pyplot()                  # fn may be the first to import it
+                plt = sys.modules.get("matplotlib.pyplot")      # imported by fn or the notebook, if it draws
                 if plt is not None and plt.get_fignums() and "inline" in plt.get_backend():
                     plt.show()
 

@@ -69,7 +69,6 @@ def moving(monkeypatch):
     """live() in control-moving mode, with display() captured; returns the list of displayed objects."""
     shown = []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
-    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setenv("COURSE_MOVE_CONTROLS", "1")
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.append(objs))
     return shown
@@ -214,7 +213,6 @@ def test_live_does_not_move_controls_in_static_mode(monkeypatch, capsys):
 def test_live_does_not_move_controls_by_default(monkeypatch):
     seen = []
     monkeypatch.delenv("COURSE_STATIC", raising=False)
-    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
     monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
     widgets.live(lambda x: seen.append(x), x=widgets.int_slider(2, 1, 5))

@@ -491,7 +491,7 @@ def run_checks(notebooks: list[Path], screenshots: Path, verbose: int = 1, **kwa
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="notebooks to check (default: the quick set)")
-    ap.add_argument("--all", action="store_true", help="every notebook with a live( call (about 26 min)")
+    ap.add_argument("--all", action="store_true", help="every notebook with a live( call (about 40 min)")
     ap.add_argument("-v", "--verbose", action="store_true", help="list every move")
     ap.add_argument("--screenshots", action="store_true", help="a screenshot of every notebook, not only of failures")
     args = ap.parse_args(argv)
