@@ -105,3 +105,21 @@ def test_exercises_yield_a_student_version(path, tmp_path):
         if c["cell_type"] == "code":
             assert c.get("outputs", []) == [], "student version must have outputs cleared"
     assert len([c for c in student["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")]) == len(graded)
+
+
+def test_chapter_readme_times_in_sync():
+    for chapter in sorted(p for p in (ROOT / "notebooks").iterdir() if (p / "README.md").exists()):
+        text = (chapter / "README.md").read_text()
+        assert sync_notebooks.sync_chapter_readme(text, chapter) == text, "run python tools/sync_notebooks.py"
+
+
+def test_chapter_readme_time_is_rewritten_and_a_missing_row_raises():
+    chapter = ROOT / "notebooks" / "01_foundations"
+    text = (chapter / "README.md").read_text()
+    stale = text.replace("| `01_prediction_objective.ipynb` |", "| `01_prediction_objective.ipynb` | x | 999 s |\n| `zz` |", 1)
+    fixed = sync_notebooks.sync_chapter_readme(stale, chapter)
+    row = next(line for line in fixed.split("\n") if line.startswith("| `01_prediction_objective.ipynb` |"))
+    wall = sync_notebooks._timings()["notebooks/01_foundations/01_prediction_objective.ipynb"]["wall_s"]
+    assert row == f"| `01_prediction_objective.ipynb` | x | {wall:.0f} s |"
+    with pytest.raises(ValueError, match="0 table rows for 01_prediction_objective.ipynb"):
+        sync_notebooks.sync_chapter_readme(text.replace("`01_prediction_objective.ipynb`", "`renamed.ipynb`"), chapter)

@@ -6,7 +6,8 @@
 The repository URL and branch live in pyproject.toml under [tool.course]. From them come:
 - the Colab setup cell, the first code cell of every notebook (it installs the course only on Colab);
 - the chapter table in README.md (between the chapters markers): a link and a Colab badge per
-  notebook, and its CPU time from tools/timings.json (written by tools/benchmark.py).
+  notebook, and its CPU time from tools/timings.json (written by tools/benchmark.py);
+- the time column of each chapter README's notebook table, from the same file.
 """
 from __future__ import annotations
 
@@ -94,12 +95,15 @@ def _title(nb) -> str:
     return ""
 
 
+def _timings() -> dict:
+    """tools/timings.json's rows by notebook path (empty when the file is missing)."""
+    tf = ROOT / "tools" / "timings.json"
+    return {r["notebook"]: r for r in json.loads(tf.read_text())["rows"]} if tf.exists() else {}
+
+
 def chapter_table() -> str:
     import nbformat
-    timings = {}
-    tf = ROOT / "tools" / "timings.json"
-    if tf.exists():
-        timings = {r["notebook"]: r for r in json.loads(tf.read_text())["rows"]}
+    timings = _timings()
     lines = ["| chapter | notebook | Colab | CPU time | peak memory |", "|---|---|---|---|---|"]
     for chapter in sorted(p for p in (ROOT / "notebooks").iterdir() if p.is_dir()):
         nbs = sorted(chapter.glob("*.ipynb"))
@@ -151,6 +155,25 @@ def helpers_table() -> str:
     return "\n".join(lines)
 
 
+def sync_chapter_readme(text: str, chapter: Path) -> str:
+    """A chapter README with each notebook row's last cell (`| `name.ipynb` | ... | 12 s |`) set from timings.json.
+
+    Every notebook of the chapter must have a row: a missing one raises, so a new notebook cannot go unlisted.
+    """
+    timings = _timings()
+    lines = text.split("\n")
+    for p in sorted(chapter.glob("*.ipynb")):
+        prefix = f"| `{p.name}` |"
+        rows = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+        if len(rows) != 1:
+            raise ValueError(f"{chapter.name}/README.md has {len(rows)} table rows for {p.name}; it needs one")
+        t = timings.get(p.relative_to(ROOT).as_posix())
+        if t:
+            head = lines[rows[0]].rstrip().rstrip("|").rsplit("|", 1)[0]
+            lines[rows[0]] = f"{head}| {t['wall_s']:.0f} s |"
+    return "\n".join(lines)
+
+
 def _replace(text: str, start: str, end: str, body: str) -> str:
     if start not in text or end not in text:
         raise ValueError(f"README.md lacks the markers {start} / {end}")
@@ -177,12 +200,14 @@ def main(argv=None) -> int:
             stale.append(str(p.relative_to(ROOT)))
             if not check:
                 nbformat.write(nb, p)
-    readme = ROOT / "README.md"
-    new = sync_readme(readme.read_text())
-    if new != readme.read_text():
-        stale.append("README.md")
-        if not check:
-            readme.write_text(new)
+    chapters = sorted(p for p in (ROOT / "notebooks").iterdir() if (p / "README.md").exists())
+    for readme, sync in [(ROOT / "README.md", sync_readme)] + [
+            (c / "README.md", lambda text, c=c: sync_chapter_readme(text, c)) for c in chapters]:
+        new = sync(readme.read_text())
+        if new != readme.read_text():
+            stale.append(str(readme.relative_to(ROOT)))
+            if not check:
+                readme.write_text(new)
     if check and stale:
         print("out of date (run python tools/sync_notebooks.py):\n  " + "\n  ".join(stale))
         return 1
