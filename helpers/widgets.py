@@ -176,7 +176,9 @@ def live(fn: Callable, **controls) -> None:
 # shows and closes them. So while ``fn`` drew its figure on one thread, a message on another thread drew the same
 # figure at the same time, or closed it before ``fn`` showed it: the learner saw a figure drawn almost blank, or none
 # (found by tests/test_browser.py on 01.3 and 03.2). Each redraw holds this lock, and so do matplotlib's post_execute
-# hooks (:func:`_guard_figure_hooks`): they run before or after a redraw, never during one.
+# hooks (:func:`_guard_figure_hooks`): they run before or after a redraw, never during one. Matplotlib registers those
+# hooks only when the kernel draws its first figure, which may be fn's own first redraw (02.3), so every redraw
+# guards them again, before and after fn.
 _REDRAW = threading.RLock()
 
 
@@ -223,11 +225,11 @@ def _serial_output(fn: Callable, widgets: dict):
     w = _w()
     from IPython.display import clear_output
     from ipywidgets.widgets.interaction import show_inline_matplotlib_plots
-    _guard_figure_hooks()
     out = w.Output()
 
     def redraw(change=None):
         with _REDRAW:
+            _guard_figure_hooks()
             values = {k: c.value for k, c in widgets.items()}
             show_inline_matplotlib_plots()
             with out:
@@ -236,6 +238,7 @@ def _serial_output(fn: Callable, widgets: dict):
                 plt = sys.modules.get("matplotlib.pyplot")      # imported by fn or the notebook, if it draws
                 if plt is not None and plt.get_fignums() and "inline" in plt.get_backend():
                     plt.show()
+            _guard_figure_hooks()       # matplotlib registers its hooks at a kernel's first figure: maybe fn's, just now
 
     for control in widgets.values():
         control.observe(redraw, "value")

@@ -177,6 +177,29 @@ def test_matplotlib_post_execute_hooks_wait_for_a_redraw(monkeypatch):
     assert shell.events.callbacks["post_execute"] == []
 
 
+def test_hooks_registered_by_fns_first_figure_are_guarded(monkeypatch):
+    # matplotlib registers its post_execute hooks lazily, when the kernel's first figure is made: in 02.3 that was
+    # inside fn's first redraw, after live() had looked for hooks, so they ran unguarded and blanked every move
+    from types import SimpleNamespace
+    from IPython.core.events import EventManager
+
+    def _draw_all_if_interactive():
+        pass
+
+    _draw_all_if_interactive.__module__ = "matplotlib.pyplot"
+    shell = SimpleNamespace(events=EventManager(None, {"post_execute"}))
+    monkeypatch.setattr("IPython.get_ipython", lambda: shell)
+    monkeypatch.delenv("COURSE_STATIC", raising=False)
+    monkeypatch.delenv("COURSE_MOVE_CONTROLS", raising=False)
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: None)
+
+    def view(v):                                   # the first figure of the kernel: matplotlib installs its hook
+        shell.events.register("post_execute", _draw_all_if_interactive)
+
+    widgets.live(view, v=widgets.int_slider(0, 0, 5))
+    assert [type(h).__name__ for h in shell.events.callbacks["post_execute"]] == ["_WaitsForRedraw"]
+
+
 def test_live_redraws_one_at_a_time_across_threads(monkeypatch):
     # JupyterLab 4 + ipykernel 7 may deliver two controls' messages on two threads (main shell and a subshell)
     import threading
