@@ -11,7 +11,7 @@ checkbox: click; text box: type and press Enter), check that the output under th
 exactly one widget box, no error output anywhere in the notebook, no browser console error.
 
     python tools/browser_check.py                   # the quick set (QUICK below), about 2-3 minutes
-    python tools/browser_check.py --all             # every notebook with a live( call (~26 min of execution)
+    python tools/browser_check.py --all             # every notebook with a live( call (40; ~35 min)
     python tools/browser_check.py notebooks/01_foundations/03_precision.ipynb
 
 Needs ``pip install -r requirements-browser.txt`` (Playwright for Python) and a Chromium binary: Debian's
