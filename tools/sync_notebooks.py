@@ -1,6 +1,6 @@
 """Keep the generated parts of the course in step with the one repository-URL setting.
 
-    python tools/sync_notebooks.py          # rewrite Colab setup cells and the README chapter table
+    python tools/sync_notebooks.py          # rewrite Colab setup cells, the README chapter table, chapter times
     python tools/sync_notebooks.py --check  # exit 1 if anything is out of date (used by the tests)
 
 The repository URL and branch live in pyproject.toml under [tool.course]. From them come:
