@@ -1,0 +1,63 @@
+"""The two benchmark tools: the work they count and the metric they report, checked against exact formulas."""
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+
+from helpers.model import ModelConfig, Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bench_throughput, bench_quality = load("bench_throughput"), load("bench_quality")
+
+
+def test_counted_step_flops_are_6N_per_token_plus_attention():
+    """A dense MHA model's forward + backward is exactly 6 FLOPs per matmul weight per token (2 forward, 2 for the
+    input gradient, 2 for the weight gradient) plus attention's T² terms: QKᵀ and AV, 2·B·H·T²·d_h each forward,
+    three times that with their backward."""
+    cfg = ModelConfig.dense_tiny()
+    model = Transformer(cfg)
+    B, T = 2, 16
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randint(0, cfg.vocab_size, (B, T), generator=g) for _ in range(2))
+    matmul_weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2) - model.num_params()["embedding"]
+    d_h = cfg.dim // cfg.n_heads
+    expected = 6 * matmul_weights * B * T + 3 * 2 * (2 * B * cfg.n_heads * T * T * d_h) * cfg.n_layers
+    assert bench_throughput.step_flops(model, x, y) == expected
+    assert all(p.grad is None for p in model.parameters())          # it leaves no gradients behind
+
+
+def test_throughput_table_runs_and_its_ceiling_bounds_the_speed_up(capsys):
+    r = bench_throughput.main(["--preset", "dense_tiny", "--batch", "2", "--seq", "16", "--steps", "1",
+                               "--rounds", "1", "--warmup", "1", "--matmul-n", "256"])
+    out = capsys.readouterr().out
+    assert "ceiling: reference step / step at peak" in out and r["step_flops"] > 0
+    assert r["tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0
+
+
+class Uniform(torch.nn.Module):
+    """Logits all zero: every token gets probability 1/V."""
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x):
+        return {"logits": torch.zeros(*x.shape, self.vocab)}
+
+
+def test_nats_per_char_of_a_uniform_model_is_ln_V_per_predicted_token():
+    """Every token predicted once (windows, then the tail), each costing ln V nats, divided by the characters."""
+    val = torch.arange(103) % 50
+    for seq in (10, 17, 103):
+        npc, n_pred = bench_quality.nats_per_char(Uniform(64), val, seq, n_chars=300, batch=4)
+        assert n_pred == 102                                        # every token but the first
+        assert math.isclose(npc, 102 * math.log(64) / 300, rel_tol=1e-6)
