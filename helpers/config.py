@@ -190,6 +190,18 @@ class ModelConfig:
         return cls(**overrides)
 
     @classmethod
+    def cpu_fast(cls, **overrides) -> "ModelConfig":
+        """The course model cut to what two minutes of a 2-core CPU reward: 3 blocks instead of 4, no MTP module.
+
+        Chosen by ``tools/bench_quality.py`` (Shakespeare, nats/char after a wall-clock budget): in a budget of a
+        few hundred steps, the steps a smaller model gains are worth more than its lost depth, and MTP (a block
+        plus a second pass through the 4096-way output head: a third of a step's FLOPs) does not repay its cost. Everything else is
+        the course model (MLA, DeepSeekMoE, aux-loss-free balancing), so it is not a different architecture,
+        only a shallower one without D = 1. Train it with batch 24 × 64 and lr 6e-3 (bench_quality's defaults).
+        """
+        return cls(**{**dict(n_layers=3, mtp_depth=0), **overrides})
+
+    @classmethod
     def gpu(cls, **overrides) -> "ModelConfig":
         """A larger sibling for a GPU: width 384, 8 blocks, 16 routed experts (top-4 in 2 of 4 groups)."""
         base = dict(dim=384, n_layers=8, n_dense_layers=1, n_heads=6, inter_dim=1024, moe_inter_dim=192,

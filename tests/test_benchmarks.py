@@ -3,6 +3,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers.model import ModelConfig, Transformer
@@ -61,3 +62,23 @@ def test_nats_per_char_of_a_uniform_model_is_ln_V_per_predicted_token():
         npc, n_pred = bench_quality.nats_per_char(Uniform(64), val, seq, n_chars=300, batch=4)
         assert n_pred == 102                                        # every token but the first
         assert math.isclose(npc, 102 * math.log(64) / 300, rel_tol=1e-6)
+
+
+def test_set_overrides_are_typed_and_bad_ones_are_named():
+    assert bench_quality.parse_set(["dim=96", "route_scale=2.5", "attn=mha", "init_std=1e-2"]) == \
+        {"dim": 96, "route_scale": 2.5, "attn": "mha", "init_std": 0.01}
+    for bad, match in [("depth=3", "one of ModelConfig's fields"), ("dim", "FIELD=VALUE"),
+                       ("dim=9.5", "dim takes a int")]:
+        with pytest.raises(ValueError, match=match):
+            bench_quality.parse_set([bad])
+
+
+def test_quality_bench_trains_the_preset_and_reports_what_it_ran(capsys):
+    r = bench_quality.main(["--steps", "2", "--batch", "2", "--seq", "32", "--set", "n_layers=1"])
+    assert r["steps"] == 2 and r["preset"] == "cpu_fast" and r["config"] == {"n_layers": 1}
+    _, val, chars = bench_quality.shakespeare()
+    assert r["val_tokens"] == len(val) - 1 and r["val_chars"] == chars      # every val token but the first
+    uniform = math.log(4096) * r["val_tokens"] / r["val_chars"]                # what guessing costs per character
+    assert abs(r["nats_per_char"] - uniform) < 0.2 * uniform                  # two steps: still near guessing
+    with pytest.raises(SystemExit):
+        bench_quality.main(["--seconds", "0"])

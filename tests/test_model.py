@@ -46,6 +46,8 @@ def test_presets():
             cpu.mtp_depth, cpu.mtp_lambda) == ("mla", 1, 8, 1, 2, 1, 0.3)
     assert count_params(ModelConfig.gpu())["total"] > 5 * count_params(cpu)["total"]
     assert ModelConfig.cpu(dim=256).dim == 256 and cpu.replace(n_layers=2).n_layers == 2
+    fast = ModelConfig.cpu_fast()                               # the course model, shallower and without MTP
+    assert fast == cpu.replace(n_layers=3, mtp_depth=0) and ModelConfig.cpu_fast(n_layers=4).n_layers == 4
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(attn="mha", n_routed_experts=0), dict(attn="gqa", n_kv_heads=1),

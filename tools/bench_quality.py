@@ -1,8 +1,9 @@
 """How much the course model learns in a fixed wall-clock budget: validation nats per character on Shakespeare.
 
-    python tools/bench_quality.py                       # 120 s, ModelConfig.cpu(), batch 16 × 128, lr 3e-3
+    python tools/bench_quality.py                       # 120 s, ModelConfig.cpu_fast(), batch 24 × 64, lr 6e-3
     python tools/bench_quality.py --seconds 300
-    python tools/bench_quality.py --seconds 60 --batch 8 --seq 128 --lr 5e-3 --set dim=96 n_layers=3
+    python tools/bench_quality.py --preset cpu --batch 16 --seq 128 --lr 3e-3   # the course model as it is
+    python tools/bench_quality.py --seconds 60 --set dim=96 n_layers=2 --seed 2
 
 Data. Shakespeare only: the training split is the first ~90% of ``data/tinyshakespeare.txt`` (cut at the
 first blank line after 90%, ``helpers.data.split_documents``), the validation split the rest, both as
@@ -22,9 +23,9 @@ about 1.47 on its own split (a different last 10%, cut without regard for blank 
 
 Training. ``helpers.train.train`` (the course's loop: AdamW, cosine schedule to lr/10, clipping at 1.0),
 on the fast path, in the training autocast of ``helpers.runtime`` (fp32 on a CPU without fast bf16).
-That loop runs a fixed number of steps, so the budget is turned into steps first: a few warm-up steps on a
-throwaway copy measure the step time, steps = budget / step time, then the real run starts from the
-seed. On a busy shared machine the run may end somewhat before or after the budget: the wall time
+That loop runs a fixed number of steps, so the budget is turned into steps first: twelve steps of that same
+loop on a throwaway copy measure the step time (the median of the last seven), steps = budget / step time,
+then the real run starts from the seed. On a busy shared machine the run may end somewhat before or after the budget: the wall time
 (and the process's CPU time) actually used is printed next to the result. ``--steps N`` skips the
 timing and trains exactly N steps (to compare configurations by steps when the machine is shared).
 """
@@ -43,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.batching import load_splits, random_windows  # noqa: E402
 from helpers.data import split_documents  # noqa: E402
 from helpers.model import ModelConfig, Transformer  # noqa: E402
-from helpers.optim import AdamW, param_groups  # noqa: E402
 from helpers.runtime import seed_everything  # noqa: E402
 from helpers.tokenizer import load_tokenizer  # noqa: E402
 from helpers.train import TrainConfig, train  # noqa: E402
@@ -80,57 +80,70 @@ def nats_per_char(model, val: torch.Tensor, seq: int, n_chars: int, batch: int =
 
 
 def parse_set(items) -> dict:
+    """``["dim=96", "attn=mha"]`` → ``{"dim": 96, "attn": "mha"}``, each value cast to the field's type."""
+    fields = ModelConfig().to_dict()
     out = {}
     for it in items or []:
-        k, v = it.split("=", 1)
-        out[k] = type(getattr(ModelConfig(), k))(float(v) if "." in v or "e" in v else int(v)) \
-            if not isinstance(getattr(ModelConfig(), k), str) else v
+        k, sep, v = it.partition("=")
+        if not sep or k not in fields:
+            raise ValueError(f"--set {it!r}: expected FIELD=VALUE with FIELD one of ModelConfig's fields "
+                             f"({', '.join(fields)})")
+        kind = type(fields[k])
+        try:
+            out[k] = v if kind is str else kind(float(v)) if kind is float else int(v)
+        except ValueError:
+            raise ValueError(f"--set {it!r}: {k} takes a {kind.__name__}, got {v!r}") from None
     return out
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=120)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--preset", choices=["cpu_fast", "cpu"], default="cpu_fast",
+                   help="ModelConfig preset (cpu_fast: 3 blocks, no MTP, what a short budget rewards)")
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--warmup-frac", type=float, default=0.02, help="linear warm-up, share of the steps")
-    p.add_argument("--set", nargs="*", help="ModelConfig.cpu() overrides, e.g. dim=96 n_layers=3")
+    p.add_argument("--min-lr", type=float, default=None, help="end of the cosine decay (default lr / 10)")
+    p.add_argument("--beta2", type=float, default=0.95, help="AdamW's β₂ (the report's 0.95)")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--set", nargs="*", help="overrides of the preset's fields, e.g. dim=96 n_layers=2")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--steps", type=int, default=None,
                    help="train exactly this many steps instead of fitting --seconds (for sweeps on a busy machine)")
     a = p.parse_args(argv)
-    overrides = parse_set(a.set)
-    cfg = ModelConfig.cpu(**overrides)
+    if a.seconds <= 0 or (a.steps is not None and a.steps < 1):
+        p.error(f"--seconds must be > 0 and --steps ≥ 1, got {a.seconds} and {a.steps}")
+    try:
+        overrides = parse_set(a.set)
+    except ValueError as e:
+        p.error(str(e))
+    cfg = getattr(ModelConfig, a.preset)(**overrides)
     train_t, val_t, val_chars = shakespeare()
 
     def batches(seed):
         g = torch.Generator().manual_seed(seed)
         return lambda split="train": random_windows(train_t, a.batch, a.seq, generator=g)
 
-    # 1. measure the step time on a throwaway model (3 warm-up steps, then 3 timed)
-    seed_everything(a.seed)
-    probe = Transformer(cfg).train()
-    opt = AdamW(param_groups(probe, 0.1), lr=a.lr)
-    get = batches(a.seed + 1)
-    times = []
-    for i in range(6):
-        x, y = get()
-        t = time.perf_counter()
-        probe(x, targets=y)["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        probe.after_step()
-        times.append(time.perf_counter() - t)
-    step_s = sorted(times[3:])[1]
-    steps = a.steps or max(10, int(a.seconds / step_s))
-    del probe, opt
+    # 1. measure the step time of the real loop (helpers.train.train) on a throwaway model: 4 warm-up steps,
+    #    then the median of the last 7 step times (a callback reads the loop's clock after every step)
+    step_s, steps = None, a.steps
+    if steps is None:
+        seed_everything(a.seed)
+        clock = []
+        train(Transformer(cfg), batches(a.seed + 1),
+              TrainConfig(steps=12, lr=a.lr, weight_decay=a.weight_decay, eval_every=0, eval_batches=1, seed=a.seed),
+              val_data=[random_windows(val_t, 1, a.seq, generator=torch.Generator().manual_seed(0))],
+              show_progress=False, callback=lambda step, h: clock.append(h.wall_time))
+        step_s = sorted(b - a_ for a_, b in zip(clock[4:], clock[5:]))[3]
+        steps = max(10, int(a.seconds / step_s))
 
     # 2. the real run, from the seed
     seed_everything(a.seed)
     model = Transformer(cfg)
-    tcfg = TrainConfig(steps=steps, lr=a.lr, warmup_steps=max(1, int(a.warmup_frac * steps)), eval_every=0,
-                       eval_batches=1, seed=a.seed)
+    tcfg = TrainConfig(steps=steps, lr=a.lr, min_lr=a.min_lr, warmup_steps=max(1, int(a.warmup_frac * steps)),
+                       weight_decay=a.weight_decay, betas=(0.9, a.beta2), eval_every=0, eval_batches=1, seed=a.seed)
     t0, c0 = time.perf_counter(), time.process_time()
     hist = train(model, batches(a.seed), tcfg, val_data=[random_windows(val_t, 4, a.seq,
                                                                         generator=torch.Generator().manual_seed(0))],
@@ -141,11 +154,13 @@ def main(argv=None) -> dict:
     res = {"nats_per_char": npc, "bits_per_char": npc / math.log(2), "tokens_per_s": tokens / wall, "steps": steps,
            "wall_s": wall, "cpu_s": cpu, "tokens": tokens, "params": model.num_params()["total"], "step_s_probe": step_s,
            "train_loss_end": sum(hist.train_loss[-10:]) / len(hist.train_loss[-10:]),
-           "val_tokens": n_pred, "val_chars": val_chars, "config": overrides, "batch": a.batch, "seq": a.seq,
-           "lr": a.lr}
+           "val_tokens": n_pred, "val_chars": val_chars, "preset": a.preset, "config": overrides, "batch": a.batch, "seq": a.seq,
+           "lr": a.lr, "min_lr": tcfg.min_lr, "beta2": a.beta2, "weight_decay": a.weight_decay}
+    timing = f"budget {a.seconds:.0f} s, probe {step_s:.2f} s/step" if step_s else "--steps given"
     print(f"nats/char {npc:.4f} (bits/char {npc / math.log(2):.3f}) | {tokens / wall:,.0f} tokens/s | "
-          f"{steps} steps in {wall:.0f} s wall, {cpu:.0f} s CPU (budget {a.seconds:.0f} s, probe {step_s:.2f} s/step) | batch {a.batch}×{a.seq} lr {a.lr} "
-          f"| {res['params']:,} params | overrides {overrides or '-'} | train loss end {res['train_loss_end']:.3f} "
+          f"{steps} steps in {wall:.0f} s wall, {cpu:.0f} s CPU ({timing}) | batch {a.batch}×{a.seq} lr {a.lr} "
+          f"(→ {tcfg.min_lr if tcfg.min_lr is not None else a.lr / 10:g}) β₂ {a.beta2} wd {a.weight_decay} "
+          f"| {res['params']:,} params | {a.preset}() overrides {overrides or '-'} | train loss end {res['train_loss_end']:.3f} "
           f"| val: {n_pred:,} tokens, {val_chars:,} chars")
     return res
 
