@@ -284,7 +284,13 @@ def _move(control, page):
 
 
 def _redrawn(page, box, before: dict, timeout_s: float) -> dict | None:
-    """The output under ``box`` once it differs from ``before`` and the kernel is idle (None: it never changed)."""
+    """The output under ``box`` once it differs from ``before`` and the kernel is idle (None: it never changed).
+
+    A first change may not be the redraw: the front end can touch the output's HTML before the kernel has even
+    received the widget's message (so the status bar still says Idle). So it waits, up to ``timeout_s`` in all,
+    until the output has settled (kernel idle) on text or figures different from ``before``.
+    """
+    deadline = time.monotonic() + timeout_s
     try:
         page.wait_for_function(
             """([b, old]) => { const out = b.querySelector(':scope > .widget-output');
@@ -292,12 +298,17 @@ def _redrawn(page, box, before: dict, timeout_s: float) -> dict | None:
                        || [...out.querySelectorAll('img')].map(i => i.src.length + ':' + i.src.slice(-64)).join()
                           !== old.srcs.join(); }""",
             arg=[box.element_handle(), before], timeout=timeout_s * 1000, polling=200)
+        while True:
+            _wait_for_idle(page, max(1.0, deadline - time.monotonic()))
+            after = _output_state(box)
+            # a redraw passes through an empty output (clear_output(wait=True)): compare with what it settled on
+            if (after["text"], after["srcs"]) != (before["text"], before["srcs"]):
+                return after
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
     except Exception:
         return None
-    _wait_for_idle(page, timeout_s)
-    after = _output_state(box)
-    # a redraw passes through an empty output (clear_output(wait=True)): compare with what it settled on
-    return None if (after["text"], after["srcs"]) == (before["text"], before["srcs"]) else after
 
 
 def _error_line(traceback: str) -> str:
