@@ -198,7 +198,7 @@ class ModelConfig:
         plus a second pass through the 4096-way output head: a third of a step's FLOPs) does not repay its cost. Everything else is
         the course model (MLA, DeepSeekMoE, aux-loss-free balancing), so it is not a different architecture,
         only a shallower one without D = 1. Train it with batch 24 × 64 and lr 6e-3 (bench_quality's defaults).
-        Longer budgets reward something else: by five minutes the model has seen Shakespeare ~10 times, and 4
+        Longer budgets reward something else: by five minutes the model has seen Shakespeare 8–9 times, and 4
         blocks with weight decay 0.5–1.0 learn more (``--seconds 300 --set n_layers=4 --weight-decay 1.0``).
         """
         return cls(**{**dict(n_layers=3, mtp_depth=0), **overrides})
