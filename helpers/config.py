@@ -194,12 +194,13 @@ class ModelConfig:
         """The course model cut to what two minutes of a 2-core CPU reward: 3 blocks instead of 4, no MTP module.
 
         Chosen by ``tools/bench_quality.py`` (Shakespeare, nats/char after a wall-clock budget): in a budget of a
-        few hundred steps, the steps a smaller model gains are worth more than its lost depth, and MTP (a block
-        plus a second pass through the 4096-way output head: a third of a step's FLOPs) does not repay its cost. Everything else is
-        the course model (MLA, DeepSeekMoE, aux-loss-free balancing), so it is not a different architecture,
-        only a shallower one without D = 1. Train it with batch 24 × 64 and lr 6e-3 (bench_quality's defaults).
-        Longer budgets reward something else: by five minutes the model has seen Shakespeare 8–9 times, and 4
-        blocks with weight decay 0.5–1.0 learn more (``--seconds 300 --set n_layers=4 --weight-decay 1.0``).
+        few hundred steps, the steps a smaller model gains are worth more than its lost depth. MTP (a block plus
+        a second pass through the 4096-way output head: a third of a step's FLOPs) cost 37% of the steps in one
+        120-s run and ended higher (one seed, so suggestive only). Everything else is the course model (MLA,
+        DeepSeekMoE, aux-loss-free balancing): the same architecture, only shallower and without D = 1. Train it
+        with batch 24 × 64 and lr 6e-3 (bench_quality's defaults). Longer budgets reward something else: by five
+        minutes the model has seen Shakespeare 8–9 times, and 4 blocks with weight decay 0.5–1.0 learn more
+        (``--seconds 300 --set n_layers=4 --weight-decay 1.0``).
         """
         return cls(**{**dict(n_layers=3, mtp_depth=0), **overrides})
 

@@ -25,8 +25,9 @@ Training. ``helpers.train.train`` (the course's loop: AdamW, cosine schedule to 
 on the fast path, in the training autocast of ``helpers.runtime`` (fp32 on a CPU without fast bf16).
 That loop runs a fixed number of steps, so the budget is turned into steps first: twelve steps of that same
 loop on a throwaway copy measure the step time (the median of the last seven), steps = budget / step time,
-then the real run starts from the seed. On a busy shared machine the run may end somewhat before or after the budget: the wall time
-(and the process's CPU time) actually used is printed next to the result. ``--steps N`` skips the
+then the real run starts from the seed. Later steps run a little slower, so a run ends a few per cent past its
+budget (more on a busy machine): the wall time (and the process's CPU time) actually used is printed next to the
+result. ``--steps N`` skips the
 timing and trains exactly N steps (to compare configurations by steps when the machine is shared).
 """
 from __future__ import annotations
@@ -154,13 +155,14 @@ def main(argv=None) -> dict:
     res = {"nats_per_char": npc, "bits_per_char": npc / math.log(2), "tokens_per_s": tokens / wall, "steps": steps,
            "wall_s": wall, "cpu_s": cpu, "tokens": tokens, "params": model.num_params()["total"], "step_s_probe": step_s,
            "train_loss_end": sum(hist.train_loss[-10:]) / len(hist.train_loss[-10:]),
-           "val_tokens": n_pred, "val_chars": val_chars, "preset": a.preset, "config": overrides, "batch": a.batch, "seq": a.seq,
-           "lr": a.lr, "min_lr": tcfg.min_lr, "beta2": a.beta2, "weight_decay": a.weight_decay}
+           "val_tokens": n_pred, "val_chars": val_chars, "preset": a.preset, "config": overrides, "batch": a.batch,
+           "seq": a.seq, "lr": a.lr, "min_lr": tcfg.min_lr, "beta2": a.beta2, "weight_decay": a.weight_decay}
     timing = f"budget {a.seconds:.0f} s, probe {step_s:.2f} s/step" if step_s else "--steps given"
     print(f"nats/char {npc:.4f} (bits/char {npc / math.log(2):.3f}) | {tokens / wall:,.0f} tokens/s | "
           f"{steps} steps in {wall:.0f} s wall, {cpu:.0f} s CPU ({timing}) | batch {a.batch}×{a.seq} lr {a.lr} "
           f"(→ {tcfg.min_lr if tcfg.min_lr is not None else a.lr / 10:g}) β₂ {a.beta2} wd {a.weight_decay} "
-          f"| {res['params']:,} params | {a.preset}() overrides {overrides or '-'} | train loss end {res['train_loss_end']:.3f} "
+          f"| {res['params']:,} params | {a.preset}() overrides {overrides or '-'} "
+          f"| train loss end {res['train_loss_end']:.3f} "
           f"| val: {n_pred:,} tokens, {val_chars:,} chars")
     return res
 
